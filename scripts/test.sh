@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run Crier's whole test suite: unit tests and the end-to-end tests, which start a real
+# redis-server and a real nginx.
+#
+# Usage: scripts/test.sh [extra args for cargo nextest run / cargo test]
+#
+# Installs redis-server, nginx and curl with apt-get when missing, then runs
+# `cargo nextest run --workspace --no-fail-fast` (one build for all test binaries), or
+# `cargo test --workspace --no-fail-fast` when cargo-nextest is not installed.
+#
+# Exports for the tests (unless already set):
+#   CRIER_TEST_NGINX          path of the nginx binary (found in PATH or /usr/sbin)
+#   CRIER_TEST_REDIS_SERVER   path of the redis-server binary
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=lib/deps.sh
+source "$ROOT/scripts/lib/deps.sh"
+
+log() { printf '[test] %s\n' "$*" >&2; }
+
+ensure_packages redis-server nginx curl || {
+    log "error: could not install redis-server, nginx and curl"
+    exit 1
+}
+
+CRIER_TEST_NGINX=${CRIER_TEST_NGINX:-$(find_tool nginx)}
+CRIER_TEST_REDIS_SERVER=${CRIER_TEST_REDIS_SERVER:-$(find_tool redis-server)}
+export CRIER_TEST_NGINX CRIER_TEST_REDIS_SERVER
+log "nginx: $CRIER_TEST_NGINX"
+log "redis-server: $CRIER_TEST_REDIS_SERVER"
+
+# Many sockets in the end-to-end tests need many descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running: cargo nextest run --workspace --no-fail-fast $*"
+    exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+    log "cargo-nextest not found; running: cargo test --workspace --no-fail-fast $*"
+    exec cargo test --workspace --no-fail-fast "$@"
+fi

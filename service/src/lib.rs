@@ -1,0 +1,11 @@
+//! Runtime pieces both Crier binaries share: shutdown signals, logging, log-safe text,
+//! human durations and systemd readiness notification.
+
+pub mod duration;
+pub mod logging;
+pub mod notify;
+pub mod shutdown;
+
+pub use duration::parse_duration;
+pub use logging::{init_logging, LogFormat, Escaped};
+pub use shutdown::shutdown_signal;

@@ -1,0 +1,208 @@
+//! wsserver's settings: every one a command-line flag and a `CRIER_*` environment variable, with
+//! a documented default and limit. `--check` validates them and exits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protocol::KeyPrefix;
+use service::{parse_duration, LogFormat};
+
+/// Crier's websocket server: serves `/ws/<facility>?<flags>` and fans Redis pub/sub out to
+/// sockets.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "wsserver", version, about, long_about = None)]
+pub struct Config {
+    /// Address the websocket endpoint listens on.
+    #[arg(long, env = "CRIER_WS_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin endpoint (/healthz, /readyz, /metrics). Keep it private.
+    #[arg(long, env = "CRIER_WS_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    pub admin_listen: SocketAddr,
+
+    /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
+    #[arg(long, env = "CRIER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// ws4redis key prefix (WS4REDIS_PREFIX); empty means none, as in ws4redis.
+    #[arg(long, env = "CRIER_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// URL path prefix of the websocket endpoint (WEBSOCKET_URL); the facility follows it.
+    #[arg(long, env = "CRIER_WS_URL_PREFIX", default_value = "/ws/")]
+    pub url_prefix: String,
+
+    /// Seconds a client-published message is kept as its channel's last message (SET .. EX);
+    /// 0 publishes only. At most 30 days.
+    #[arg(long, env = "CRIER_EXPIRE", default_value_t = 3600)]
+    pub expire: u64,
+
+    /// Heartbeat string (WS4REDIS_HEARTBEAT). When set, a client frame equal to it is answered
+    /// with it and never published, and idle sockets receive it every --heartbeat-interval.
+    #[arg(long, env = "CRIER_HEARTBEAT")]
+    pub heartbeat: Option<String>,
+
+    /// How long a socket may stay silent before it is sent the heartbeat string (1s to 1h).
+    #[arg(long, env = "CRIER_HEARTBEAT_INTERVAL", default_value = "4s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Interval of websocket pings to each client (1s to 1h).
+    #[arg(long, env = "CRIER_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client that sends nothing (not even a pong) for this long after a ping is closed.
+    #[arg(long, env = "CRIER_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Most websockets open at once in this process; further upgrades get 503.
+    #[arg(long, env = "CRIER_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Most websockets open at once from one client address (0: no limit).
+    #[arg(long, env = "CRIER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond).
+    #[arg(long, env = "CRIER_MAX_MESSAGE_SIZE", default_value_t = 65_536)]
+    pub max_message_size: usize,
+
+    /// Frames queued for one socket before it counts as a slow consumer and is closed.
+    #[arg(long, env = "CRIER_QUEUE_DEPTH", default_value_t = 1024)]
+    pub queue_depth: usize,
+
+    /// Time a client has to send its upgrade request headers.
+    #[arg(long, env = "CRIER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Comma-separated Origins allowed to open sockets (e.g. https://example.com). Empty allows
+    /// every Origin, which lets any web site use a visitor's cookies here: set it in production.
+    #[arg(long, env = "CRIER_ALLOWED_ORIGINS", default_value = "", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// How long shutdown waits for sockets to close after sending them 1001.
+    #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub drain_deadline: Duration,
+
+    /// Log format.
+    #[arg(long, env = "CRIER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Validate the configuration, print it, and exit (0 when valid).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {problem}")]
+    Invalid { flag: &'static str, problem: String },
+}
+
+fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { flag, problem: problem.into() }
+}
+
+impl Config {
+    /// Checks every limit; the error names the flag and what is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
+        KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        if !self.url_prefix.starts_with('/') || !self.url_prefix.ends_with('/') {
+            return Err(invalid("url-prefix", "must start and end with '/', like /ws/"));
+        }
+        if self.expire > protocol::PublishRequest::MAX_EXPIRE {
+            return Err(invalid("expire", "at most 2592000 seconds (30 days)"));
+        }
+        if matches!(&self.heartbeat, Some(h) if h.is_empty()) {
+            return Err(invalid("heartbeat", "must not be empty (leave it unset to turn heartbeats off)"));
+        }
+        let secs = |d: Duration| (1..=3600).contains(&d.as_secs());
+        if !secs(self.heartbeat_interval) {
+            return Err(invalid("heartbeat-interval", "must be between 1s and 1h"));
+        }
+        if !secs(self.ping_interval) {
+            return Err(invalid("ping-interval", "must be between 1s and 1h"));
+        }
+        if self.ping_timeout < Duration::from_millis(100) || self.ping_timeout > Duration::from_secs(600) {
+            return Err(invalid("ping-timeout", "must be between 100ms and 10m"));
+        }
+        if !(1..=10_000_000).contains(&self.max_connections) {
+            return Err(invalid("max-connections", "must be between 1 and 10000000"));
+        }
+        if !(125..=64 << 20).contains(&self.max_message_size) {
+            return Err(invalid("max-message-size", "must be between 125 bytes and 64 MiB"));
+        }
+        if !(1..=1_000_000).contains(&self.queue_depth) {
+            return Err(invalid("queue-depth", "must be between 1 and 1000000"));
+        }
+        if self.handshake_timeout < Duration::from_millis(100) || self.handshake_timeout > Duration::from_secs(300) {
+            return Err(invalid("handshake-timeout", "must be between 100ms and 5m"));
+        }
+        if self.drain_deadline > Duration::from_secs(600) {
+            return Err(invalid("drain-deadline", "must be at most 10m"));
+        }
+        for origin in self.allowed_origins() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(invalid("allowed-origins", format!("{origin:?} is not an origin like https://example.com")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The allowed Origins, trimmed, empties dropped.
+    pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
+        self.allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty())
+    }
+
+    pub fn key_prefix(&self) -> KeyPrefix {
+        KeyPrefix::new(&self.prefix).expect("validated")
+    }
+
+    /// The effective configuration for `--check`, with the Redis password masked.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{self:#?}");
+        if let Some(password) = redis_password(&self.redis_url) {
+            text = text.replace(&password, "****");
+        }
+        text
+    }
+}
+
+/// The password part of a Redis URL, if any, for masking.
+pub fn redis_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("wsserver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        parse(&[]).validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = parse(&["--redis-url", "http://x"]).validate().unwrap_err().to_string();
+        assert!(err.starts_with("--redis-url"), "{err}");
+        let err = parse(&["--allowed-origins", "example.com"]).validate().unwrap_err().to_string();
+        assert!(err.contains("allowed-origins"), "{err}");
+        assert!(parse(&["--max-message-size", "10"]).validate().is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        let c = parse(&["--redis-url", "redis://:s3cret@127.0.0.1:6379/0"]);
+        assert!(!c.describe().contains("s3cret"));
+    }
+}

@@ -1,0 +1,300 @@
+//! One websocket's life after the upgrade: join the registry, replay the persisted messages,
+//! then a reader (this task: client frames, publishing) and a writer task (the outbox, pings,
+//! heartbeats, the close handshake). Writes only ever go through the outbox.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use protocol::{ChannelName, Facility, Flags, Identity};
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::echo_filter::EchoFilter;
+use crate::frame::{self, OpCode};
+use crate::frame_reader::{FrameReader, Message, ReadError};
+use crate::outbox::{Batch, CloseReason, Outbox};
+use crate::registry::{DeliveryStamp, Member};
+
+/// Close sent to every socket on shutdown.
+pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
+/// Close for a peer that stopped answering pings.
+pub const PING_TIMEOUT: CloseReason = CloseReason { code: 1011, reason: "no answer to ping" };
+/// Close when Redis cannot take a client's message or confirm a subscription.
+pub const REDIS_UNAVAILABLE: CloseReason = CloseReason { code: 1013, reason: "redis unavailable, try again later" };
+const NORMAL: CloseReason = CloseReason { code: 1000, reason: "" };
+
+/// Most bytes one vectored write carries.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// How long the writer waits for the client's close reply after sending its close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the handshake resolved for this socket.
+pub struct Socket {
+    pub facility: Facility,
+    pub flags: Flags,
+    pub identity: Identity,
+}
+
+/// State the reader and writer share.
+struct Liveness {
+    /// `App::now_us` of the last frame received from the client.
+    last_heard_us: AtomicU64,
+}
+
+/// Serves one upgraded socket until it closes. `_permit` and the per-address guard are held
+/// for the socket's whole life.
+pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, socket: Socket, guards: G) {
+    app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
+    let _open = scopeguard(app.clone());
+    let id = app.registry.next_socket_id();
+    let subscribe: Vec<ChannelName> = socket
+        .flags
+        .subscribe
+        .iter()
+        .flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility))
+        .collect();
+    let publish: Vec<ChannelName> = socket
+        .flags
+        .publish
+        .iter()
+        .flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility))
+        .collect();
+    let echo_filter = (!socket.flags.echo && !publish.is_empty()).then(|| Arc::new(EchoFilter::new()));
+    let outbox = Outbox::new(app.config.queue_depth);
+    let stamp = Arc::new(DeliveryStamp::default());
+    let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), stamp: stamp.clone() };
+    let (membership, waits) = app.registry.join(id, member, subscribe.clone());
+
+    let subscribed = async {
+        for wait in waits {
+            let _ = wait.await;
+        }
+    };
+    if tokio::time::timeout(app.config.handshake_timeout, subscribed).await.is_err() {
+        outbox.close_now(REDIS_UNAVAILABLE);
+    } else {
+        match app.store.last_messages(&subscribe).await {
+            Ok(values) => {
+                let frames: Vec<Bytes> = values.into_iter().flatten().map(|v| frame::text(&v)).collect();
+                app.metrics.messages_out.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                outbox.push_front(frames);
+            }
+            Err(e) => {
+                tracing::warn!("replay failed: {e}");
+                outbox.close_now(REDIS_UNAVAILABLE);
+            }
+        }
+    }
+
+    let (mut rd, wr) = tokio::io::split(io);
+    let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
+    let reader_done = CancellationToken::new();
+    let writer_done = CancellationToken::new();
+    let writer = app.tracker.spawn(write_loop(
+        app.clone(),
+        wr,
+        outbox.clone(),
+        stamp,
+        liveness.clone(),
+        reader_done.clone(),
+        writer_done.clone(),
+    ));
+
+    let mut reader = FrameReader::new(app.config.max_message_size);
+    let publisher = Publisher { app: &app, outbox: &outbox, channels: &publish, subscribed: &subscribe, echo_filter: echo_filter.as_deref() };
+    loop {
+        // The read is only abandoned once the writer has finished the close handshake and the
+        // socket is being torn down; FrameReader keeps its state across a cancelled read.
+        let message = tokio::select! {
+            biased;
+            () = writer_done.cancelled() => break,
+            m = reader.next_message(&mut rd) => m,
+        };
+        liveness.last_heard_us.store(app.registry.now_us(), Ordering::Relaxed);
+        match message {
+            Ok(Message::Text(payload) | Message::Binary(payload)) => {
+                app.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                publisher.on_client_message(payload).await;
+            }
+            Ok(Message::Ping(payload)) => outbox.push_control(frame::encode(OpCode::Pong, &payload)),
+            Ok(Message::Pong) => {}
+            Ok(Message::Close(_)) => {
+                outbox.close(NORMAL);
+                break;
+            }
+            Err(ReadError::Gone) => break,
+            Err(ReadError::Violation(v)) => {
+                app.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(code = v.code, reason = v.reason, "closing socket for a protocol violation");
+                outbox.close_now(CloseReason { code: v.code, reason: v.reason });
+                break;
+            }
+        }
+    }
+    reader_done.cancel();
+    outbox.close(NORMAL);
+    let _ = writer.await;
+    drop(membership);
+    drop(guards);
+}
+
+/// Publishes a client's frames to its publish channels.
+struct Publisher<'a> {
+    app: &'a App,
+    outbox: &'a Outbox,
+    channels: &'a [ChannelName],
+    subscribed: &'a [ChannelName],
+    echo_filter: Option<&'a EchoFilter>,
+}
+
+impl Publisher<'_> {
+    async fn on_client_message(&self, payload: Bytes) {
+        if payload.is_empty() {
+            return;
+        }
+        if let Some(heartbeat) = &self.app.heartbeat_frame {
+            if self.app.config.heartbeat.as_deref().map(str::as_bytes) == Some(&payload[..]) {
+                self.outbox.push(heartbeat.clone());
+                return;
+            }
+        }
+        if self.channels.is_empty() {
+            return;
+        }
+        let echoed: Vec<&ChannelName> = self.channels.iter().filter(|c| self.subscribed.contains(c)).collect();
+        if let Some(filter) = self.echo_filter {
+            for channel in &echoed {
+                filter.expect(channel, payload.clone());
+            }
+        }
+        if let Err(e) = self.app.store.publish(self.channels, &payload, self.app.config.expire).await {
+            tracing::warn!("client publish failed: {e}");
+            if let Some(filter) = self.echo_filter {
+                for channel in &echoed {
+                    filter.forget(channel, &payload);
+                }
+            }
+            self.outbox.close_now(REDIS_UNAVAILABLE);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    app: Arc<App>,
+    mut wr: WriteHalf<TokioIo<Upgraded>>,
+    outbox: Outbox,
+    stamp: Arc<DeliveryStamp>,
+    liveness: Arc<Liveness>,
+    reader_done: CancellationToken,
+    writer_done: CancellationToken,
+) {
+    let config = &app.config;
+    let mut batch = Batch::default();
+    let mut last_write = Instant::now();
+    let mut next_ping = Instant::now() + config.ping_interval;
+    let mut ping_sent: Option<(Instant, u64)> = None;
+    let close = loop {
+        if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
+            let since = stamp.pending_since_us.swap(0, Ordering::Relaxed);
+            if !batch.frames.is_empty() {
+                if write_all(&mut wr, &batch.frames).await.is_err() {
+                    break None;
+                }
+                last_write = Instant::now();
+                if since != 0 {
+                    app.metrics.observe_delivery(Duration::from_micros(app.registry.now_us().saturating_sub(since)));
+                }
+            }
+            batch.frames.clear();
+            if let Some(close) = batch.close.take() {
+                break Some(close);
+            }
+            continue;
+        }
+        let mut deadline = next_ping;
+        if let Some((sent, _)) = ping_sent {
+            deadline = deadline.min(sent + config.ping_timeout);
+        }
+        if app.heartbeat_frame.is_some() {
+            deadline = deadline.min(last_write + config.heartbeat_interval);
+        }
+        tokio::select! {
+            () = outbox.wait() => {}
+            () = app.sockets_cancel.cancelled(), if !outbox.is_closing() => outbox.close(GOING_AWAY),
+            () = reader_done.cancelled(), if !outbox.is_closing() => outbox.close(NORMAL),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                if let Some((sent, sent_us)) = ping_sent {
+                    if liveness.last_heard_us.load(Ordering::Relaxed) > sent_us {
+                        ping_sent = None;
+                    } else if now >= sent + config.ping_timeout {
+                        app.metrics.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                        outbox.close_now(PING_TIMEOUT);
+                        continue;
+                    }
+                }
+                if let Some(heartbeat) = &app.heartbeat_frame {
+                    if now >= last_write + config.heartbeat_interval {
+                        outbox.push(heartbeat.clone());
+                    }
+                }
+                if now >= next_ping {
+                    next_ping = now + config.ping_interval;
+                    if ping_sent.is_none() {
+                        ping_sent = Some((now, app.registry.now_us()));
+                        outbox.push_control(frame::encode(OpCode::Ping, b""));
+                    }
+                }
+            }
+        }
+    };
+    if let Some(close) = close {
+        let sent = write_all(&mut wr, &[frame::close(close.code, close.reason)]).await.is_ok();
+        if sent && !reader_done.is_cancelled() {
+            let _ = tokio::time::timeout(CLOSE_GRACE, reader_done.cancelled()).await;
+        }
+        let _ = wr.shutdown().await;
+    }
+    writer_done.cancel();
+}
+
+/// Writes all frames with as few vectored writes as the socket allows.
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < frames.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[index][offset..])
+            .chain(frames[index + 1..].iter().map(|f| &f[..]))
+            .take(64)
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut written = wr.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < frames.len() && written >= frames[index].len() - offset {
+            written -= frames[index].len() - offset;
+            index += 1;
+            offset = 0;
+        }
+        offset += written;
+    }
+    wr.flush().await
+}
+
+/// Decrements the open-socket gauge however `serve` ends.
+fn scopeguard(app: Arc<App>) -> impl Drop {
+    struct Open(Arc<App>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    Open(app)
+}

@@ -1,0 +1,70 @@
+//! Who is connecting: resolved from the upgrade request, either from Crier's own sessions (the
+//! `sessionid` cookie looked up in Redis) or from an HTTP auth callback.
+
+use hyper::{header, HeaderMap, StatusCode};
+use protocol::{Identity, KeyPrefix, SessionKey, SessionRecord};
+
+use crate::handshake::Refused;
+use crate::metrics::Refusal;
+use crate::store::Store;
+
+/// Name of the session cookie (Django's default, which ws4redis reads).
+pub const SESSION_COOKIE: &str = "sessionid";
+
+/// The value of the `sessionid` cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
+}
+
+/// Resolves identities from Crier's session records.
+#[derive(Clone)]
+pub struct SessionIdentities {
+    pub store: Store,
+    pub prefix: KeyPrefix,
+}
+
+impl SessionIdentities {
+    /// A live session gives `{user, groups, session}`; an unknown cookie gives an anonymous
+    /// identity that keeps the cookie value as its session key; no cookie, anonymous.
+    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Identity, Refused> {
+        let Some(cookie) = session_cookie(headers) else { return Ok(Identity::anonymous(None)) };
+        let key = SessionKey::parse(cookie).map_err(|e| {
+            Refused::new(StatusCode::FORBIDDEN, Refusal::Forbidden, format!("session cookie refused: {e}"))
+        })?;
+        let raw = self.store.get(&self.prefix.session_record(&key)).await.map_err(|e| {
+            tracing::warn!("session lookup failed: {e}");
+            Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Unavailable, "session store unavailable, try again later")
+        })?;
+        match raw.map(|r| SessionRecord::from_json(&r)) {
+            Some(Ok(record)) => Ok(record.identity(key)),
+            Some(Err(e)) => {
+                tracing::warn!("unreadable session record: {e}");
+                Ok(Identity::anonymous(Some(key)))
+            }
+            None => Ok(Identity::anonymous(Some(key))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; sessionid=abc; b=2".parse().unwrap());
+        assert_eq!(session_cookie(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "xsessionid=abc".parse().unwrap());
+        assert_eq!(session_cookie(&h), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Crier's websocket server. The message path: Redis ([`subscriber`]) → [`registry`] (fan-out,
+//! one encoded [`frame`] shared by all) → each socket's [`outbox`] → its writer in
+//! [`connection`]. The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod connection;
+pub mod echo_filter;
+pub mod frame;
+pub mod frame_reader;
+pub mod handshake;
+pub mod identity;
+pub mod metrics;
+pub mod outbox;
+pub mod reconnect;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod subscriber;
+pub mod upgrade;
+
+pub use config::Config;
+pub use server::{run, Listeners, RunError};

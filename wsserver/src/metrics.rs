@@ -1,0 +1,110 @@
+//! Counters and gauges, and their Prometheus text. Every metric name is written here only.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why an upgrade was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest,
+    Origin,
+    Forbidden,
+    Full,
+    Draining,
+    Unavailable,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 6] =
+        [Refusal::BadRequest, Refusal::Origin, Refusal::Forbidden, Refusal::Full, Refusal::Draining, Refusal::Unavailable];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::Origin => "origin",
+            Refusal::Forbidden => "forbidden",
+            Refusal::Full => "full",
+            Refusal::Draining => "draining",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the delivery latency histogram.
+const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Process-wide metrics; lock-free atomics, shared by reference.
+#[derive(Default)]
+pub struct Metrics {
+    pub sockets_open: AtomicI64,
+    pub upgrades_accepted: AtomicU64,
+    refused: [AtomicU64; 6],
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub redis_messages: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+    pub ping_timeouts: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub redis_reconnects: AtomicU64,
+    pub redis_up: AtomicI64,
+    pub redis_channels: AtomicI64,
+    latency_buckets: [AtomicU64; 12],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    pub fn refused(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn refused_count(&self, reason: Refusal) -> u64 {
+        self.refused[reason as usize].load(Relaxed)
+    }
+
+    /// Records the time from a message's arrival from Redis to the end of its socket write.
+    pub fn observe_delivery(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let get = |a: &AtomicU64| a.load(Relaxed).to_string();
+        metric("crier_ws_sockets_open", "gauge", "Websockets open now.", self.sockets_open.load(Relaxed).to_string());
+        metric("crier_ws_upgrades_accepted_total", "counter", "Websocket upgrades accepted.", get(&self.upgrades_accepted));
+        metric("crier_ws_messages_in_total", "counter", "Messages received from clients.", get(&self.messages_in));
+        metric("crier_ws_messages_out_total", "counter", "Frames queued to clients (live, replay, heartbeat).", get(&self.messages_out));
+        metric("crier_ws_redis_messages_total", "counter", "Pub/sub messages received from Redis.", get(&self.redis_messages));
+        metric("crier_ws_slow_consumer_closes_total", "counter", "Sockets closed because their outgoing queue was full.", get(&self.slow_consumer_closes));
+        metric("crier_ws_ping_timeouts_total", "counter", "Sockets closed because they stopped answering pings.", get(&self.ping_timeouts));
+        metric("crier_ws_protocol_errors_total", "counter", "Sockets closed for websocket protocol violations.", get(&self.protocol_errors));
+        metric("crier_ws_redis_reconnects_total", "counter", "Reconnections of the Redis pub/sub connection.", get(&self.redis_reconnects));
+        metric("crier_ws_redis_up", "gauge", "1 while the Redis pub/sub connection is established.", self.redis_up.load(Relaxed).to_string());
+        metric("crier_ws_redis_channels", "gauge", "Redis channels this process is subscribed to.", self.redis_channels.load(Relaxed).to_string());
+        let _ = writeln!(out, "# HELP crier_ws_upgrades_refused_total Websocket upgrades refused, by reason.\n# TYPE crier_ws_upgrades_refused_total counter");
+        for reason in Refusal::ALL {
+            let _ = writeln!(out, "crier_ws_upgrades_refused_total{{reason=\"{}\"}} {}", reason.label(), self.refused_count(reason));
+        }
+        let _ = writeln!(out, "# HELP crier_ws_delivery_seconds Time from a message's arrival from Redis to the end of its socket write.\n# TYPE crier_ws_delivery_seconds histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "crier_ws_delivery_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(out, "crier_ws_delivery_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "crier_ws_delivery_seconds_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "crier_ws_delivery_seconds_count {count}");
+        out
+    }
+}

@@ -1,0 +1,220 @@
+//! The registry: which local sockets listen on which Redis channel. The first local interest in
+//! a channel asks the subscriber to SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE;
+//! membership ends when the [`Membership`] guard is dropped, however the socket ends.
+//!
+//! Locking: one std `Mutex` over the whole map. It is held for map updates and for one fan-out
+//! (pushing an already encoded frame into each member's queue, which never waits), never across
+//! an `.await`. A single lock keeps join/leave/deliver ordering simple; fan-out runs on the one
+//! subscriber task, so contention is limited to connects and disconnects.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use protocol::ChannelName;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::echo_filter::EchoFilter;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Pushed};
+
+/// Identifies one socket in this process.
+pub type SocketId = u64;
+
+/// A socket as the fan-out sees it.
+#[derive(Clone)]
+pub struct Member {
+    pub outbox: Outbox,
+    /// Present when the socket did not ask for `echo`.
+    pub echo_filter: Option<Arc<EchoFilter>>,
+    /// When the socket's writer last finished a write, for delivery latency (shared).
+    pub stamp: Arc<DeliveryStamp>,
+}
+
+/// The arrival time of the oldest message queued but not yet written, per socket.
+#[derive(Default)]
+pub struct DeliveryStamp {
+    /// Microseconds since the registry's epoch; 0 when nothing is pending.
+    pub pending_since_us: AtomicU64,
+}
+
+enum State {
+    /// SUBSCRIBE not yet confirmed: who waits for it.
+    Pending(Vec<oneshot::Sender<()>>),
+    Live,
+}
+
+struct Channel {
+    members: HashMap<SocketId, Member>,
+    state: State,
+}
+
+struct Inner {
+    channels: HashMap<ChannelName, Channel>,
+}
+
+/// Cloneable handle to the registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+    /// Channels whose interest changed; the subscriber reconciles them with Redis.
+    dirty: mpsc::UnboundedSender<ChannelName>,
+    next_id: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    heartbeat: Option<Bytes>,
+    epoch: Instant,
+}
+
+/// Receiving end of the registry's change notifications, owned by the subscriber.
+pub type DirtyChannels = mpsc::UnboundedReceiver<ChannelName>;
+
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>, heartbeat: Option<&str>) -> (Registry, DirtyChannels) {
+        let (dirty, rx) = mpsc::unbounded_channel();
+        let registry = Registry {
+            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })),
+            dirty,
+            next_id: Arc::new(AtomicU64::new(1)),
+            metrics,
+            heartbeat: heartbeat.map(|h| Bytes::copy_from_slice(h.as_bytes())),
+            epoch: Instant::now(),
+        };
+        (registry, rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn next_socket_id(&self) -> SocketId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Microseconds since this registry started (a cheap monotonic clock for stamps).
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Adds a socket to `channels`. Returns the guard that removes it again and a receiver per
+    /// channel not yet confirmed by Redis.
+    pub fn join(&self, id: SocketId, member: Member, channels: Vec<ChannelName>) -> (Membership, Vec<oneshot::Receiver<()>>) {
+        let mut waits = Vec::new();
+        let mut inner = self.lock();
+        for channel in &channels {
+            let entry = inner.channels.entry(channel.clone()).or_insert_with(|| {
+                let _ = self.dirty.send(channel.clone());
+                Channel { members: HashMap::new(), state: State::Pending(Vec::new()) }
+            });
+            entry.members.insert(id, member.clone());
+            if let State::Pending(waiters) = &mut entry.state {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                waits.push(rx);
+            }
+        }
+        drop(inner);
+        (Membership { registry: self.clone(), id, channels }, waits)
+    }
+
+    fn leave(&self, id: SocketId, channels: &[ChannelName]) {
+        let mut inner = self.lock();
+        for channel in channels {
+            if let Some(entry) = inner.channels.get_mut(channel) {
+                entry.members.remove(&id);
+                if entry.members.is_empty() {
+                    inner.channels.remove(channel);
+                    let _ = self.dirty.send(channel.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether any local socket listens on `channel` (the subscriber's reconcile question).
+    pub fn is_wanted(&self, channel: &ChannelName) -> bool {
+        self.lock().channels.contains_key(channel)
+    }
+
+    /// Every channel with local interest (for resubscription after a reconnect).
+    pub fn channels(&self) -> Vec<ChannelName> {
+        self.lock().channels.keys().cloned().collect()
+    }
+
+    /// Redis confirmed the subscription: wake the sockets waiting for it.
+    pub fn mark_live(&self, channel: &ChannelName) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.channels.get_mut(channel) {
+            if let State::Pending(waiters) = std::mem::replace(&mut entry.state, State::Live) {
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+            }
+        }
+    }
+
+    /// The pub/sub connection was lost: new joiners must wait for the resubscription.
+    pub fn mark_all_pending(&self) {
+        let mut inner = self.lock();
+        for entry in inner.channels.values_mut() {
+            if matches!(entry.state, State::Live) {
+                entry.state = State::Pending(Vec::new());
+            }
+        }
+    }
+
+    /// Fans one Redis message out: encodes it once and queues the same bytes to every member,
+    /// except members whose own publish this is. Returns the number of sockets it was queued to.
+    pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
+        if self.heartbeat.as_deref() == Some(payload) {
+            return 0;
+        }
+        let inner = self.lock();
+        let Some(entry) = inner.channels.get(channel) else { return 0 };
+        let frame = crate::frame::text(payload);
+        let now = self.now_us();
+        let mut queued = 0;
+        let mut overflowed = 0;
+        for member in entry.members.values() {
+            if let Some(filter) = &member.echo_filter {
+                if filter.swallow(channel, payload) {
+                    continue;
+                }
+            }
+            match member.outbox.push(frame.clone()) {
+                Pushed::Queued => {
+                    queued += 1;
+                    let _ = member.stamp.pending_since_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                Pushed::Overflowed => overflowed += 1,
+                Pushed::Closing => {}
+            }
+        }
+        drop(inner);
+        self.metrics.messages_out.fetch_add(queued as u64, Ordering::Relaxed);
+        if overflowed > 0 {
+            self.metrics.slow_consumer_closes.fetch_add(overflowed, Ordering::Relaxed);
+            tracing::info!(channel = %service::Escaped(channel), sockets = overflowed, "closed slow consumers");
+        }
+        queued
+    }
+}
+
+/// A socket's membership in its channels; dropping it leaves them.
+pub struct Membership {
+    registry: Registry,
+    id: SocketId,
+    channels: Vec<ChannelName>,
+}
+
+impl Membership {
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.registry.leave(self.id, &self.channels);
+    }
+}

@@ -1,0 +1,162 @@
+//! `run`: accept loops for the websocket and admin listeners, and shutdown in three steps —
+//! decide (the `shutdown` future), tell (stop accepting, 1001 to every socket), wait (for the
+//! sockets, up to the drain deadline).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{App, PerIpLimit};
+use crate::config::Config;
+use crate::identity::SessionIdentities;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::subscriber::Subscriber;
+
+/// The listeners `run` serves, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    pub websocket: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Serves until `shutdown` resolves, then drains and returns.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    config.validate()?;
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let metrics = Arc::new(Metrics::default());
+    let (registry, dirty) = Registry::new(metrics.clone(), config.heartbeat.as_deref());
+    let store = Store::new(client.clone())?;
+    let prefix = config.key_prefix();
+    let app = Arc::new(App {
+        allowed_origins: config.allowed_origins().map(str::to_owned).collect(),
+        prefix: prefix.clone(),
+        registry: registry.clone(),
+        identities: SessionIdentities { store: store.clone(), prefix },
+        store,
+        metrics: metrics.clone(),
+        permits: Arc::new(Semaphore::new(config.max_connections)),
+        per_ip: PerIpLimit::new(config.max_connections_per_ip),
+        sockets_cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        draining: AtomicBool::new(false),
+        heartbeat_frame: config.heartbeat.as_deref().map(|h| crate::frame::text(h.as_bytes())),
+        config,
+    });
+
+    let background = CancellationToken::new();
+    let subscriber = tokio::spawn(
+        Subscriber { client, registry, dirty, metrics, cancel: background.clone() }.run(),
+    );
+    let http_cancel = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let admin = tokio::spawn(serve_admin(app.clone(), listeners.admin, background.clone()));
+    tracing::info!(
+        listen = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "wsserver accepting websockets"
+    );
+    service::notify::notify_ready();
+
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listeners.websocket.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let cancel = http_cancel.clone();
+        connections.spawn(async move {
+            let timeout = app.config.handshake_timeout;
+            let service = service_fn(move |req| crate::upgrade::handle(app.clone(), peer, req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "http connection ended: {e}") },
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    // Tell: no new connections, every socket gets 1001.
+    service::notify::notify_stopping();
+    drop(listeners.websocket);
+    app.draining.store(true, Ordering::Relaxed);
+    let open = app.metrics.sockets_open.load(Ordering::Relaxed);
+    tracing::info!(sockets = open, deadline = ?app.config.drain_deadline, "draining");
+    http_cancel.cancel();
+    app.sockets_cancel.cancel();
+    app.tracker.close();
+    connections.close();
+    // Wait, bounded by the deadline.
+    let drained = tokio::time::timeout(app.config.drain_deadline, async {
+        app.tracker.wait().await;
+        connections.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = app.metrics.sockets_open.load(Ordering::Relaxed),
+            "drain deadline reached; dropping the remaining sockets"
+        );
+    }
+    background.cancel();
+    let _ = subscriber.await;
+    let _ = admin.await;
+    tracing::info!("wsserver stopped");
+    Ok(())
+}
+
+async fn serve_admin(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| crate::admin::handle(app.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,183 @@
+//! The process's single Redis pub/sub connection. It reconciles Redis subscriptions with the
+//! registry (SUBSCRIBE on first interest, UNSUBSCRIBE on last), hands every message to the
+//! fan-out, probes liveness with PING, and on loss reconnects with [`Backoff`] and resubscribes
+//! every live channel while client sockets stay open.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::ChannelName;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::reconnect::Backoff;
+use crate::registry::{DirtyChannels, Registry};
+
+/// How long a Redis command on the pub/sub connection may take before the connection is
+/// declared dead.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the connection is probed with PING.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most channels per SUBSCRIBE/UNSUBSCRIBE command.
+const BATCH: usize = 1000;
+
+/// Why a connection ended.
+enum Lost {
+    Closed,
+    Error(String),
+    Shutdown,
+}
+
+pub struct Subscriber {
+    pub client: redis::Client,
+    pub registry: Registry,
+    pub dirty: DirtyChannels,
+    pub metrics: Arc<Metrics>,
+    pub cancel: CancellationToken,
+}
+
+impl Subscriber {
+    /// Runs until `cancel` fires.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        let mut ever_connected = false;
+        loop {
+            let connected = tokio::select! {
+                r = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub()) => r,
+                () = self.cancel.cancelled() => return,
+            };
+            let pubsub = match connected {
+                Ok(Ok(p)) => p,
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "connect timed out".to_owned(),
+                    };
+                    let delay = backoff.next_delay();
+                    if backoff.attempt() == 1 {
+                        tracing::warn!("redis pub/sub unavailable: {why}; retrying with backoff");
+                    } else {
+                        tracing::debug!(attempt = backoff.attempt(), ?delay, "redis pub/sub connect failed: {why}");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = self.cancel.cancelled() => return,
+                    }
+                }
+            };
+            if ever_connected {
+                self.metrics.redis_reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            ever_connected = true;
+            backoff.reset();
+            let lost = self.serve(pubsub).await;
+            self.metrics.redis_up.store(0, Ordering::Relaxed);
+            self.metrics.redis_channels.store(0, Ordering::Relaxed);
+            self.registry.mark_all_pending();
+            match lost {
+                Lost::Shutdown => return,
+                Lost::Closed => tracing::warn!("redis pub/sub connection closed; reconnecting"),
+                Lost::Error(e) => tracing::warn!("redis pub/sub connection lost: {e}; reconnecting"),
+            }
+        }
+    }
+
+    async fn serve(&mut self, pubsub: redis::aio::PubSub) -> Lost {
+        let (mut sink, mut stream) = pubsub.split();
+        let mut subscribed: HashSet<ChannelName> = HashSet::new();
+        // Everything with local interest, plus whatever changed meanwhile, gets reconciled.
+        let mut pending: HashSet<ChannelName> = self.registry.channels().into_iter().collect();
+        while let Ok(c) = self.dirty.try_recv() {
+            pending.insert(c);
+        }
+        if let Err(e) = self.reconcile(&mut sink, &mut subscribed, pending).await {
+            return e;
+        }
+        self.metrics.redis_up.store(1, Ordering::Relaxed);
+        tracing::info!(channels = subscribed.len(), "redis pub/sub connected");
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Lost::Shutdown,
+                message = next_message(&mut stream) => {
+                    let Some(message) = message else { return Lost::Closed };
+                    self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
+                    self.registry.deliver(message.get_channel_name(), message.get_payload_bytes());
+                }
+                first = self.dirty.recv() => {
+                    let Some(first) = first else { return Lost::Shutdown };
+                    let mut changed: HashSet<ChannelName> = HashSet::from([first]);
+                    while let Ok(c) = self.dirty.try_recv() {
+                        changed.insert(c);
+                    }
+                    if let Err(e) = self.reconcile(&mut sink, &mut subscribed, changed).await {
+                        return e;
+                    }
+                }
+                _ = probe.tick() => {
+                    match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Lost::Error(format!("PING failed: {e}")),
+                        Err(_) => return Lost::Error(format!("PING unanswered for {COMMAND_TIMEOUT:?}")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings Redis' subscriptions for `changed` in line with the registry.
+    async fn reconcile(
+        &self,
+        sink: &mut redis::aio::PubSubSink,
+        subscribed: &mut HashSet<ChannelName>,
+        changed: HashSet<ChannelName>,
+    ) -> Result<(), Lost> {
+        let mut to_subscribe = Vec::new();
+        let mut to_unsubscribe = Vec::new();
+        for channel in changed {
+            let wanted = self.registry.is_wanted(&channel);
+            if wanted && !subscribed.contains(&channel) {
+                to_subscribe.push(channel);
+            } else if !wanted && subscribed.contains(&channel) {
+                to_unsubscribe.push(channel);
+            } else if wanted {
+                self.registry.mark_live(&channel);
+            }
+        }
+        for chunk in to_subscribe.chunks(BATCH) {
+            let names: Vec<&str> = chunk.iter().map(|c| c.as_str()).collect();
+            command(sink.subscribe(names)).await?;
+            for channel in chunk {
+                subscribed.insert(channel.clone());
+                self.registry.mark_live(channel);
+            }
+        }
+        for chunk in to_unsubscribe.chunks(BATCH) {
+            let names: Vec<&str> = chunk.iter().map(|c| c.as_str()).collect();
+            command(sink.unsubscribe(names)).await?;
+            for channel in chunk {
+                subscribed.remove(channel);
+            }
+        }
+        self.metrics.redis_channels.store(subscribed.len() as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn command(f: impl std::future::Future<Output = redis::RedisResult<()>>) -> Result<(), Lost> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Lost::Error(e.to_string())),
+        Err(_) => Err(Lost::Error(format!("no answer within {COMMAND_TIMEOUT:?}"))),
+    }
+}
+
+/// The next pub/sub message (cancel-safe: only polls the stream).
+async fn next_message(stream: &mut redis::aio::PubSubStream) -> Option<redis::Msg> {
+    use futures_core::Stream;
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}

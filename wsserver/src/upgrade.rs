@@ -1,0 +1,80 @@
+//! The HTTP side of `/ws/`: every request is checked (method, headers, facility, Origin,
+//! identity, limits) and either answered with an error or upgraded into a socket task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+use service::Escaped;
+
+use crate::app::App;
+use crate::connection::{self, Socket};
+use crate::handshake::{self, Refused};
+use crate::metrics::Refusal;
+
+pub type Body = Full<Bytes>;
+
+/// Answers one HTTP request on the websocket listener.
+pub async fn handle(app: Arc<App>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    if !req.uri().path().starts_with(&app.config.url_prefix) {
+        return Ok(plain(StatusCode::NOT_FOUND, "not found: websockets are served under ".to_owned() + &app.config.url_prefix));
+    }
+    match accept(&app, peer, &mut req).await {
+        Ok(response) => Ok(response),
+        Err(refused) => {
+            app.metrics.refused(refused.kind);
+            tracing::debug!(
+                %peer,
+                path = %Escaped(req.uri().path()),
+                status = refused.status.as_u16(),
+                reason = %refused.reason,
+                "upgrade refused"
+            );
+            let mut response = plain(refused.status, refused.reason);
+            if refused.status == StatusCode::UPGRADE_REQUIRED {
+                response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, header::HeaderValue::from_static("13"));
+            }
+            Ok(response)
+        }
+    }
+}
+
+async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -> Result<Response<Body>, Refused> {
+    if app.draining.load(Ordering::Relaxed) {
+        return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Draining, "server is shutting down"));
+    }
+    let wanted = handshake::check(req, &app.config.url_prefix)?;
+    handshake::check_origin(req, &app.allowed_origins)?;
+    let identity = app.identities.resolve(req.headers()).await?;
+    let permit = app.permits.clone().try_acquire_owned().map_err(|_| {
+        Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "server is at its connection limit")
+    })?;
+    let slot = app.per_ip.acquire(peer.ip()).ok_or_else(|| {
+        Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "too many connections from this address")
+    })?;
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *req)
+        .map_err(|e| Refused::bad_request(format!("bad websocket upgrade: {e}")))?;
+    app.metrics.upgrades_accepted.fetch_add(1, Ordering::Relaxed);
+    let socket = Socket { facility: wanted.facility, flags: wanted.flags, identity };
+    let task_app = app.clone();
+    app.tracker.spawn(async move {
+        match upgrade.await {
+            Ok(ws) => connection::serve(task_app, ws.into_inner(), socket, (permit, slot)).await,
+            Err(e) => tracing::debug!(%peer, "upgrade did not complete: {e}"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}
+
+/// A plain-text answer.
+pub fn plain(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text.into() + "\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
