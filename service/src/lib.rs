@@ -4,6 +4,8 @@
 pub mod duration;
 pub mod logging;
 pub mod notify;
+pub mod redact;
+pub mod redis_link;
 pub mod shutdown;
 
 pub use duration::parse_duration;

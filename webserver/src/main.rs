@@ -1,1 +1,40 @@
-fn main(){}
+//! webserver binary: parse the configuration, set up logging, then either run a `users`
+//! subcommand or bind and `run`.
+
+use anyhow::Context;
+use clap::Parser;
+use crier_webserver::{Command, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("webserver: invalid configuration: {e}");
+        std::process::exit(2);
+    }
+    if config.check {
+        println!("{}", config.describe());
+        println!("configuration OK");
+        return Ok(());
+    }
+    service::init_logging(config.log_format);
+    if let Some(Command::Users(users)) = &config.command {
+        match crier_webserver::users_cli::run(&config, users).await {
+            Ok(out) => {
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("webserver users: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    crier_webserver::run(config, listener, service::shutdown_signal()).await?;
+    Ok(())
+}

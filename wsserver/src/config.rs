@@ -161,20 +161,8 @@ impl Config {
 
     /// The effective configuration for `--check`, with the Redis password masked.
     pub fn describe(&self) -> String {
-        let mut text = format!("{self:#?}");
-        if let Some(password) = redis_password(&self.redis_url) {
-            text = text.replace(&password, "****");
-        }
-        text
+        service::redact::mask_redis_password(format!("{self:#?}"), &self.redis_url)
     }
-}
-
-/// The password part of a Redis URL, if any, for masking.
-pub fn redis_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
-    let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-    (!password.is_empty()).then(|| password.to_owned())
 }
 
 #[cfg(test)]

@@ -47,6 +47,15 @@ const TOO_BIG: u16 = 1009;
 /// holds almost nothing.
 const KEEP_CAPACITY: usize = 1024;
 
+/// A validated frame header.
+struct FrameHeader {
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: usize,
+}
+
 /// Reads and validates frames from one client.
 pub struct FrameReader {
     buffer: BytesMut,
@@ -85,7 +94,7 @@ impl FrameReader {
     /// completes one.
     fn try_parse(&mut self) -> Result<Option<Message>, ReadError> {
         loop {
-            let Some((fin, opcode, mask, header_len, payload_len)) = self.parse_header()? else {
+            let Some(FrameHeader { fin, opcode, mask, header_len, payload_len }) = self.parse_header()? else {
                 return Ok(None);
             };
             if self.buffer.len() < header_len + payload_len {
@@ -104,7 +113,7 @@ impl FrameReader {
     }
 
     /// Validates a frame header; `None` when more bytes are needed.
-    fn parse_header(&self) -> Result<Option<(bool, OpCode, [u8; 4], usize, usize)>, ReadError> {
+    fn parse_header(&self) -> Result<Option<FrameHeader>, ReadError> {
         let b = &self.buffer[..];
         if b.len() < 2 {
             return Ok(None);
@@ -150,7 +159,7 @@ impl FrameReader {
             return Err(violation(TOO_BIG, "message too big"));
         }
         let mask = b[2 + extra..header_len].try_into().expect("4 bytes");
-        Ok(Some((fin, opcode, mask, header_len, payload_len)))
+        Ok(Some(FrameHeader { fin, opcode, mask, header_len, payload_len }))
     }
 
     fn on_frame(&mut self, fin: bool, opcode: OpCode, payload: BytesMut) -> Result<Option<Message>, ReadError> {

@@ -1,0 +1,40 @@
+//! The command connection to Redis both binaries use (multiplexed, reconnecting, with a response
+//! timeout so callers get an error instead of hanging during an outage), and the one place the
+//! ws4redis publish sequence (PUBLISH, then SET .. EX when expire > 0) is written.
+
+use std::time::Duration;
+
+use protocol::ChannelName;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Longest a command may take before the caller gets an error.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A command connection that connects lazily, so a process starts while Redis is down.
+pub fn command_connection(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// PUBLISH `payload` to each channel and, when `expire` > 0, store it as the channel's last
+/// message with SET .. EX, in one round trip. Returns the sum of PUBLISH receiver counts.
+pub async fn publish(
+    conn: &mut ConnectionManager,
+    channels: &[ChannelName],
+    payload: &[u8],
+    expire: u64,
+) -> redis::RedisResult<u64> {
+    let mut pipe = redis::pipe();
+    for c in channels {
+        pipe.cmd("PUBLISH").arg(c.as_str()).arg(payload);
+        if expire > 0 {
+            pipe.cmd("SET").arg(c.as_str()).arg(payload).arg("EX").arg(expire).ignore();
+        }
+    }
+    let receivers: Vec<u64> = pipe.query_async(conn).await?;
+    Ok(receivers.iter().sum())
+}

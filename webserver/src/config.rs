@@ -1,0 +1,180 @@
+//! webserver's settings: every one a command-line flag and a `CRIER_*` environment variable,
+//! with a documented default and limit; plus the `users` subcommand.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protocol::KeyPrefix;
+use service::{parse_duration, LogFormat};
+
+/// Crier's web server: pages, login and sessions, and the publish API.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "webserver", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CRIER_WEB_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
+    #[arg(long, env = "CRIER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// ws4redis key prefix (WS4REDIS_PREFIX); empty means none. Must match wsserver's.
+    #[arg(long, env = "CRIER_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Bearer token of POST /api/publish (at least 16 characters). Unset: the API answers 503.
+    #[arg(long, env = "CRIER_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Largest request body accepted, in bytes (413 beyond). 1 KiB to 16 MiB.
+    #[arg(long, env = "CRIER_MAX_BODY", default_value_t = 65_536)]
+    pub max_body: usize,
+
+    /// Seconds a published message is kept as its channel's last message when the request
+    /// gives no expire (ws4redis' WS4REDIS_EXPIRE). 0: publish only. At most 30 days.
+    #[arg(long, env = "CRIER_EXPIRE", default_value_t = 3600)]
+    pub expire: u64,
+
+    /// Lifetime of a login session (1m to 90 days).
+    #[arg(long, env = "CRIER_SESSION_TTL", default_value = "14d", value_parser = parse_ttl)]
+    pub session_ttl: Duration,
+
+    /// Websocket URL prefix the pages connect to, like wss://example.com/ws/. Empty: derived from
+    /// the request's Host and X-Forwarded-Proto, plus /ws/.
+    #[arg(long, env = "CRIER_WEBSOCKET_URL", default_value = "")]
+    pub websocket_url: String,
+
+    /// Heartbeat string the pages' JS client sends and expects (must match wsserver's).
+    #[arg(long, env = "CRIER_HEARTBEAT")]
+    pub heartbeat: Option<String>,
+
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub drain_deadline: Duration,
+
+    /// Log format.
+    #[arg(long, env = "CRIER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Validate the configuration, print it (secrets masked), and exit (0 when valid).
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Manage accounts in Redis.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Add an account; the password is read from standard input (prompted on a terminal).
+    Add {
+        name: String,
+        /// A group the user belongs to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Change an account's password (read from standard input) and, with --group, its groups.
+    Passwd {
+        name: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Delete an account and end its sessions.
+    Del { name: String },
+    /// List accounts and their groups.
+    List,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .map(|d| Duration::from_secs(d * 86_400))
+            .map_err(|_| format!("{text:?} is not a number of days")),
+        None => parse_duration(text),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { flag, problem: problem.into() }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
+        KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        if let Some(token) = &self.publish_token {
+            if token.len() < 16 {
+                return Err(invalid("publish-token", "must be at least 16 characters"));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("publish-token", "must not contain spaces or control characters"));
+            }
+        }
+        if !(1024..=16 << 20).contains(&self.max_body) {
+            return Err(invalid("max-body", "must be between 1024 and 16777216 bytes"));
+        }
+        if self.expire > protocol::PublishRequest::MAX_EXPIRE {
+            return Err(invalid("expire", "at most 2592000 seconds (30 days)"));
+        }
+        if self.session_ttl < Duration::from_secs(60) || self.session_ttl > Duration::from_secs(90 * 86_400) {
+            return Err(invalid("session-ttl", "must be between 1m and 90d"));
+        }
+        let ws = &self.websocket_url;
+        if !ws.is_empty() && !((ws.starts_with("ws://") || ws.starts_with("wss://")) && ws.ends_with('/')) {
+            return Err(invalid("websocket-url", "must look like wss://example.com/ws/ (or be empty)"));
+        }
+        if self.drain_deadline > Duration::from_secs(600) {
+            return Err(invalid("drain-deadline", "must be at most 10m"));
+        }
+        Ok(())
+    }
+
+    pub fn key_prefix(&self) -> KeyPrefix {
+        KeyPrefix::new(&self.prefix).expect("validated")
+    }
+
+    /// The effective configuration for `--check`, secrets masked.
+    pub fn describe(&self) -> String {
+        let mut shown = self.clone();
+        shown.publish_token = shown.publish_token.map(|_| "****".to_owned());
+        service::redact::mask_redis_password(format!("{shown:#?}"), &self.redis_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("webserver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn validates_and_masks() {
+        parse(&[]).validate().unwrap();
+        assert!(parse(&["--publish-token", "short"]).validate().is_err());
+        let c = parse(&["--publish-token", "0123456789abcdefXYZ", "--redis-url", "redis://:pw12345@h:1"]);
+        c.validate().unwrap();
+        let shown = c.describe();
+        assert!(!shown.contains("0123456789abcdefXYZ") && !shown.contains("pw12345"), "{shown}");
+        assert_eq!(parse(&["--session-ttl", "2d"]).session_ttl, Duration::from_secs(172_800));
+    }
+}

@@ -1,0 +1,64 @@
+//! `POST /api/publish`: bearer-token authenticated publishing to any audience.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+use protocol::{PublishError, PublishRequest};
+
+use crate::app::App;
+use crate::http::{json, json_error, read_body, Body, BodyError};
+use crate::random::constant_time_eq;
+
+pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let Some(expected) = app.config.publish_token.as_deref() else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "publishing is disabled: no publish token is configured");
+    };
+    if let Err(problem) = check_bearer(&req, expected) {
+        let mut response = json_error(StatusCode::UNAUTHORIZED, problem);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let body = match read_body(req, app.config.max_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", app.config.max_body))
+        }
+        Err(BodyError::Broken) => return json_error(StatusCode::BAD_REQUEST, "request body could not be read"),
+    };
+    let publication = match PublishRequest::from_json(&body)
+        .and_then(|r| r.into_publication(&app.store.prefix, app.config.expire))
+    {
+        Ok(p) => p,
+        Err(e @ PublishError::TooManyChannels { .. }) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match app.store.publish(&publication.channels, publication.message.as_bytes(), publication.expire).await {
+        Ok(receivers) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "channels": publication.channels.len(), "receivers": receivers }),
+        ),
+        Err(e) => {
+            tracing::warn!("publish failed: {e}");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable, message not published; retry later")
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn check_bearer<B>(req: &Request<B>, expected: &str) -> Result<(), &'static str> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or("missing Authorization: Bearer <token> header")?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .ok_or("Authorization header must be 'Bearer <token>'")?;
+    if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err("wrong publish token")
+    }
+}

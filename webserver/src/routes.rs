@@ -1,0 +1,51 @@
+//! Maps method and path to a handler.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::app::App;
+use crate::http::{json_error, text, Body};
+use crate::pages;
+
+const CSS: &str = include_str!("../static/crier.css");
+
+pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => {
+            if app.store.ping().await {
+                text(StatusCode::OK, "ready")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
+            }
+        }
+        (&Method::POST, "/api/publish") => crate::publish_api::publish(app, req).await,
+        (_, "/api/publish") => method_not_allowed("POST"),
+        (&Method::GET, "/login") => pages::login::form(StatusCode::OK, None, req.headers()),
+        (&Method::POST, "/login") => pages::login::login(app, req).await,
+        (&Method::POST, "/logout") => pages::login::logout(app, req).await,
+        (&Method::GET, "/") => pages::home::home(app, req.headers()).await,
+        (&Method::GET, "/static/crier.css") => asset(CSS, "text/css; charset=utf-8"),
+        _ if path.starts_with("/api/") => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(&path))),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(response)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"));
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn asset(content: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::OK, content);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
