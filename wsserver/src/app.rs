@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::identity::SessionIdentities;
+use crate::access::AccessRules;
+use crate::identity::IdentitySource;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -23,7 +24,8 @@ pub struct App {
     pub allowed_origins: Vec<String>,
     pub registry: Registry,
     pub store: Store,
-    pub identities: SessionIdentities,
+    pub identities: IdentitySource,
+    pub access: AccessRules,
     pub metrics: Arc<Metrics>,
     /// One permit per open websocket (`--max-connections`); the permit moves into the socket's task.
     pub permits: Arc<Semaphore>,

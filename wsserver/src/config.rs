@@ -79,6 +79,34 @@ pub struct Config {
     #[arg(long, env = "CRIER_ALLOWED_ORIGINS", default_value = "", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Resolve identities through this HTTP URL instead of Crier's sessions: the upgrade's
+    /// Cookie and Authorization headers are forwarded, a 200 answer carries
+    /// {"user": .., "groups": [..], "session": ..}. Plain http:// (keep it on the local network).
+    #[arg(long, env = "CRIER_AUTH_URL")]
+    pub auth_url: Option<String>,
+
+    /// How long the auth callback may take before the upgrade is refused with 503.
+    #[arg(long, env = "CRIER_AUTH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// How long auth callback answers are reused for the same Cookie/Authorization (0: never).
+    #[arg(long, env = "CRIER_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+
+    /// Flags anonymous clients may use (comma-separated; `*` for all). Anything else: 403.
+    /// The default refuses every publish flag to anonymous clients.
+    #[arg(
+        long,
+        env = "CRIER_ANONYMOUS_FLAGS",
+        value_delimiter = ',',
+        default_value = "subscribe-broadcast,subscribe-user,subscribe-group,subscribe-session,echo"
+    )]
+    pub anonymous_flags: Vec<String>,
+
+    /// Flags logged-in clients may use (comma-separated; `*` for all).
+    #[arg(long, env = "CRIER_AUTHENTICATED_FLAGS", value_delimiter = ',', default_value = "*")]
+    pub authenticated_flags: Vec<String>,
+
     /// How long shutdown waits for sockets to close after sending them 1001.
     #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub drain_deadline: Duration,
@@ -142,6 +170,19 @@ impl Config {
         if self.drain_deadline > Duration::from_secs(600) {
             return Err(invalid("drain-deadline", "must be at most 10m"));
         }
+        if let Some(url) = &self.auth_url {
+            let uri: hyper::Uri = url.parse().map_err(|e| invalid("auth-url", format!("{e}")))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(invalid("auth-url", "must be an http:// URL with a host"));
+            }
+        }
+        if self.auth_timeout < Duration::from_millis(10) || self.auth_timeout > Duration::from_secs(60) {
+            return Err(invalid("auth-timeout", "must be between 10ms and 60s"));
+        }
+        if self.auth_cache_ttl > Duration::from_secs(3600) {
+            return Err(invalid("auth-cache-ttl", "must be at most 1h"));
+        }
+        self.access_rules()?;
         for origin in self.allowed_origins() {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
                 return Err(invalid("allowed-origins", format!("{origin:?} is not an origin like https://example.com")));
@@ -153,6 +194,11 @@ impl Config {
     /// The allowed Origins, trimmed, empties dropped.
     pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
         self.allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty())
+    }
+
+    pub fn access_rules(&self) -> Result<crate::access::AccessRules, ConfigError> {
+        crate::access::AccessRules::parse(&self.anonymous_flags, &self.authenticated_flags)
+            .map_err(|e| invalid("anonymous-flags/--authenticated-flags", e))
     }
 
     pub fn key_prefix(&self) -> KeyPrefix {

@@ -68,7 +68,8 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
     let outbox = Outbox::new(app.config.queue_depth);
     let stamp = Arc::new(DeliveryStamp::default());
     let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), stamp: stamp.clone() };
-    let (membership, waits) = app.registry.join(id, member, subscribe.clone());
+    let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
+    let (membership, waits) = app.registry.join(id, member, subscribe.clone(), session);
 
     let subscribed = async {
         for wait in waits {

@@ -24,6 +24,22 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
+/// Where identities come from: Crier's sessions, or an application's auth callback.
+#[derive(Clone)]
+pub enum IdentitySource {
+    Sessions(SessionIdentities),
+    Callback(crate::auth_callback::AuthCallback),
+}
+
+impl IdentitySource {
+    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Identity, Refused> {
+        match self {
+            IdentitySource::Sessions(s) => s.resolve(headers).await,
+            IdentitySource::Callback(c) => c.resolve(headers).await,
+        }
+    }
+}
+
 /// Resolves identities from Crier's session records.
 #[derive(Clone)]
 pub struct SessionIdentities {

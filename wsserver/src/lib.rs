@@ -2,8 +2,10 @@
 //! one encoded [`frame`] shared by all) → each socket's [`outbox`] → its writer in
 //! [`connection`]. The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
 
+pub mod access;
 pub mod admin;
 pub mod app;
+pub mod auth_callback;
 pub mod config;
 pub mod connection;
 pub mod echo_filter;

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::ChannelName;
+use protocol::{ChannelName, SessionKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::echo_filter::EchoFilter;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{CloseReason, Outbox, Pushed};
 
 /// Identifies one socket in this process.
 pub type SocketId = u64;
@@ -53,7 +53,12 @@ struct Channel {
 
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
+    /// Sockets of logged-in sessions, closed when webserver announces the session's end.
+    sessions: HashMap<SessionKey, HashMap<SocketId, Outbox>>,
 }
+
+/// Close for sockets whose login session ended (logout, account deleted).
+pub const SESSION_ENDED: CloseReason = CloseReason { code: 1008, reason: "session ended" };
 
 /// Cloneable handle to the registry.
 #[derive(Clone)]
@@ -64,6 +69,8 @@ pub struct Registry {
     next_id: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     heartbeat: Option<Bytes>,
+    /// Channel on which ended sessions are announced; always subscribed.
+    revocations: ChannelName,
     epoch: Instant,
 }
 
@@ -71,14 +78,16 @@ pub struct Registry {
 pub type DirtyChannels = mpsc::UnboundedReceiver<ChannelName>;
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>, heartbeat: Option<&str>) -> (Registry, DirtyChannels) {
+    pub fn new(metrics: Arc<Metrics>, heartbeat: Option<&str>, revocations: ChannelName) -> (Registry, DirtyChannels) {
         let (dirty, rx) = mpsc::unbounded_channel();
+        let _ = dirty.send(revocations.clone());
         let registry = Registry {
-            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })),
+            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new(), sessions: HashMap::new() })),
             dirty,
             next_id: Arc::new(AtomicU64::new(1)),
             metrics,
             heartbeat: heartbeat.map(|h| Bytes::copy_from_slice(h.as_bytes())),
+            revocations,
             epoch: Instant::now(),
         };
         (registry, rx)
@@ -99,9 +108,19 @@ impl Registry {
 
     /// Adds a socket to `channels`. Returns the guard that removes it again and a receiver per
     /// channel not yet confirmed by Redis.
-    pub fn join(&self, id: SocketId, member: Member, channels: Vec<ChannelName>) -> (Membership, Vec<oneshot::Receiver<()>>) {
+    /// `session` is set for sockets of a logged-in session, so that its end closes them.
+    pub fn join(
+        &self,
+        id: SocketId,
+        member: Member,
+        channels: Vec<ChannelName>,
+        session: Option<SessionKey>,
+    ) -> (Membership, Vec<oneshot::Receiver<()>>) {
         let mut waits = Vec::new();
         let mut inner = self.lock();
+        if let Some(session) = &session {
+            inner.sessions.entry(session.clone()).or_default().insert(id, member.outbox.clone());
+        }
         for channel in &channels {
             let entry = inner.channels.entry(channel.clone()).or_insert_with(|| {
                 let _ = self.dirty.send(channel.clone());
@@ -115,11 +134,19 @@ impl Registry {
             }
         }
         drop(inner);
-        (Membership { registry: self.clone(), id, channels }, waits)
+        (Membership { registry: self.clone(), id, channels, session }, waits)
     }
 
-    fn leave(&self, id: SocketId, channels: &[ChannelName]) {
+    fn leave(&self, id: SocketId, channels: &[ChannelName], session: Option<&SessionKey>) {
         let mut inner = self.lock();
+        if let Some(session) = session {
+            if let Some(sockets) = inner.sessions.get_mut(session) {
+                sockets.remove(&id);
+                if sockets.is_empty() {
+                    inner.sessions.remove(session);
+                }
+            }
+        }
         for channel in channels {
             if let Some(entry) = inner.channels.get_mut(channel) {
                 entry.members.remove(&id);
@@ -133,12 +160,26 @@ impl Registry {
 
     /// Whether any local socket listens on `channel` (the subscriber's reconcile question).
     pub fn is_wanted(&self, channel: &ChannelName) -> bool {
-        self.lock().channels.contains_key(channel)
+        *channel == self.revocations || self.lock().channels.contains_key(channel)
     }
 
     /// Every channel with local interest (for resubscription after a reconnect).
     pub fn channels(&self) -> Vec<ChannelName> {
-        self.lock().channels.keys().cloned().collect()
+        let mut channels: Vec<ChannelName> = self.lock().channels.keys().cloned().collect();
+        channels.push(self.revocations.clone());
+        channels
+    }
+
+    /// Closes every socket of an ended session with [`SESSION_ENDED`].
+    fn revoke(&self, session: &[u8]) {
+        let Some(key) = std::str::from_utf8(session).ok().and_then(|s| SessionKey::parse(s).ok()) else { return };
+        let sockets = self.lock().sessions.remove(&key);
+        if let Some(sockets) = sockets {
+            tracing::info!(sockets = sockets.len(), "closing sockets of an ended session");
+            for outbox in sockets.values() {
+                outbox.close_now(SESSION_ENDED);
+            }
+        }
     }
 
     /// Redis confirmed the subscription: wake the sockets waiting for it.
@@ -167,6 +208,10 @@ impl Registry {
     /// except members whose own publish this is. Returns the number of sockets it was queued to.
     pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
         if self.heartbeat.as_deref() == Some(payload) {
+            return 0;
+        }
+        if channel == self.revocations.as_str() {
+            self.revoke(payload);
             return 0;
         }
         let inner = self.lock();
@@ -205,6 +250,7 @@ pub struct Membership {
     registry: Registry,
     id: SocketId,
     channels: Vec<ChannelName>,
+    session: Option<SessionKey>,
 }
 
 impl Membership {
@@ -215,6 +261,6 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.registry.leave(self.id, &self.channels);
+        self.registry.leave(self.id, &self.channels, self.session.as_ref());
     }
 }

@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{App, PerIpLimit};
 use crate::config::Config;
-use crate::identity::SessionIdentities;
+use crate::auth_callback::AuthCallback;
+use crate::identity::{IdentitySource, SessionIdentities};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -43,14 +44,23 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     config.validate()?;
     let client = redis::Client::open(config.redis_url.as_str())?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(metrics.clone(), config.heartbeat.as_deref());
+    let (registry, dirty) = Registry::new(metrics.clone(), config.heartbeat.as_deref(), config.key_prefix().session_revocations());
     let store = Store::new(client.clone())?;
     let prefix = config.key_prefix();
+    let identities = match &config.auth_url {
+        Some(url) => IdentitySource::Callback(AuthCallback::new(
+            url.parse().expect("validated"),
+            config.auth_timeout,
+            config.auth_cache_ttl,
+        )),
+        None => IdentitySource::Sessions(SessionIdentities { store: store.clone(), prefix: prefix.clone() }),
+    };
     let app = Arc::new(App {
         allowed_origins: config.allowed_origins().map(str::to_owned).collect(),
         prefix: prefix.clone(),
         registry: registry.clone(),
-        identities: SessionIdentities { store: store.clone(), prefix },
+        identities,
+        access: config.access_rules()?,
         store,
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),

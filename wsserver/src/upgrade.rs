@@ -50,6 +50,7 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     let wanted = handshake::check(req, &app.config.url_prefix)?;
     handshake::check_origin(req, &app.allowed_origins)?;
     let identity = app.identities.resolve(req.headers()).await?;
+    app.access.check(wanted.flags, &identity)?;
     let permit = app.permits.clone().try_acquire_owned().map_err(|_| {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "server is at its connection limit")
     })?;
