@@ -200,6 +200,18 @@ async fn write_loop(
     let mut last_write = Instant::now();
     let mut next_ping = Instant::now() + config.ping_interval;
     let mut ping_sent: Option<(Instant, u64)> = None;
+    // Futures live across iterations so that a delivery costs no timer or waiter registration:
+    // the timer is only re-armed when it fires (every deadline change happens there, except
+    // `last_write` moving later, which only postpones the heartbeat).
+    let first_deadline = match app.heartbeat_frame {
+        Some(_) => next_ping.min(last_write + config.heartbeat_interval),
+        None => next_ping,
+    };
+    let timer = tokio::time::sleep_until(first_deadline.into());
+    let shutdown = app.sockets_cancel.cancelled();
+    let reader_gone = reader_done.cancelled();
+    tokio::pin!(timer, shutdown, reader_gone);
+    let mut told = false;
     let close = loop {
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
             let since = stamp.pending_since_us.swap(0, Ordering::Relaxed);
@@ -218,18 +230,17 @@ async fn write_loop(
             }
             continue;
         }
-        let mut deadline = next_ping;
-        if let Some((sent, _)) = ping_sent {
-            deadline = deadline.min(sent + config.ping_timeout);
-        }
-        if app.heartbeat_frame.is_some() {
-            deadline = deadline.min(last_write + config.heartbeat_interval);
-        }
         tokio::select! {
             () = outbox.wait() => {}
-            () = app.sockets_cancel.cancelled(), if !outbox.is_closing() => outbox.close(GOING_AWAY),
-            () = reader_done.cancelled(), if !outbox.is_closing() => outbox.close(NORMAL),
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = &mut shutdown, if !told => {
+                told = true;
+                outbox.close(GOING_AWAY);
+            }
+            () = &mut reader_gone, if !told => {
+                told = true;
+                outbox.close(NORMAL);
+            }
+            () = &mut timer => {
                 let now = Instant::now();
                 if let Some((sent, sent_us)) = ping_sent {
                     if liveness.last_heard_us.load(Ordering::Relaxed) > sent_us {
@@ -237,12 +248,14 @@ async fn write_loop(
                     } else if now >= sent + config.ping_timeout {
                         app.metrics.ping_timeouts.fetch_add(1, Ordering::Relaxed);
                         outbox.close_now(PING_TIMEOUT);
+                        timer.as_mut().reset((now + CLOSE_GRACE).into());
                         continue;
                     }
                 }
                 if let Some(heartbeat) = &app.heartbeat_frame {
                     if now >= last_write + config.heartbeat_interval {
                         outbox.push(heartbeat.clone());
+                        last_write = now;
                     }
                 }
                 if now >= next_ping {
@@ -252,6 +265,14 @@ async fn write_loop(
                         outbox.push_control(frame::encode(OpCode::Ping, b""));
                     }
                 }
+                let mut deadline = next_ping;
+                if let Some((sent, _)) = ping_sent {
+                    deadline = deadline.min(sent + config.ping_timeout);
+                }
+                if app.heartbeat_frame.is_some() {
+                    deadline = deadline.min(last_write + config.heartbeat_interval);
+                }
+                timer.as_mut().reset(deadline.max(now + Duration::from_millis(1)).into());
             }
         }
     };
@@ -270,12 +291,15 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
     let mut index = 0;
     let mut offset = 0;
     while index < frames.len() {
-        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[index][offset..])
-            .chain(frames[index + 1..].iter().map(|f| &f[..]))
-            .take(64)
-            .map(std::io::IoSlice::new)
-            .collect();
-        let mut written = wr.write_vectored(&slices).await?;
+        let mut slices = [std::io::IoSlice::new(&[]); 64];
+        let mut count = 0;
+        for (slot, part) in slices.iter_mut().zip(
+            std::iter::once(&frames[index][offset..]).chain(frames[index + 1..].iter().map(|f| &f[..])),
+        ) {
+            *slot = std::io::IoSlice::new(part);
+            count += 1;
+        }
+        let mut written = wr.write_vectored(&slices[..count]).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
