@@ -1,1 +1,45 @@
+//! End-to-end test harness for Crier: a private `redis-server` on a Unix socket, wsserver and
+//! webserver running in-process on ephemeral ports, a real nginx in front of them, and a real
+//! websocket client.
+//!
+//! - [`Redis`]: the private Redis (start, stop, restart on the same socket, PUBLISH, NUMSUB,
+//!   CLIENT LIST).
+//! - [`Stack`]: Redis + wsserver + webserver + nginx, configured by [`StackOptions`].
+//! - [`WsClient`]: a websocket client with timeouts that never cancels a frame read.
+//! - [`http`]: small HTTP client helpers.
+//! - [`wait_until`]: polls a condition (readiness, "NUMSUB becomes 0"), never a blind sleep.
+//! - [`sync_clients`]: makes sure sockets are subscribed before a test publishes.
 
+pub mod http;
+pub mod nginx;
+pub mod process;
+pub mod redis_server;
+pub mod stack;
+pub mod sync;
+pub mod tempdir;
+pub mod wait;
+pub mod ws;
+
+pub use http::HttpResponse;
+pub use nginx::Nginx;
+pub use redis_server::Redis;
+pub use stack::{Stack, StackOptions};
+pub use sync::sync_clients;
+pub use tempdir::TempDir;
+pub use wait::{try_wait_until, wait_until};
+pub use ws::{Event, HandshakeFailure, WsClient, WsOptions};
+
+/// Installs a tracing subscriber once per test process so that server logs show up in a failing
+/// test's output. `RUST_LOG` overrides the default filter.
+pub fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,crier_wsserver=info,crier_webserver=info")
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}

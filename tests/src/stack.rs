@@ -1,0 +1,452 @@
+//! The whole stack for one test: Redis, wsserver and webserver in-process on ephemeral ports,
+//! nginx in front.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protocol::{Facility, KeyPrefix};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::http::{self, HttpResponse};
+use crate::nginx::Nginx;
+use crate::redis_server::Redis;
+use crate::wait::try_wait_until;
+use crate::ws::WsClient;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upstream nginx uses for webserver when the stack runs without one (nothing listens there).
+const NO_WEBSERVER: &str = "127.0.0.1:9";
+
+/// What to start and how.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// ws4redis key prefix for both servers ("" for none).
+    pub prefix: String,
+    /// Extra wsserver flags, e.g. `["--heartbeat", "--heartbeat--"]`.
+    pub ws_args: Vec<String>,
+    /// Extra webserver flags.
+    pub web_args: Vec<String>,
+    /// Start webserver (default true).
+    pub webserver: bool,
+    /// Start nginx in front (default true).
+    pub nginx: bool,
+    pub publish_token: String,
+    /// webserver's --max-body.
+    pub max_body: usize,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            prefix: String::new(),
+            ws_args: Vec::new(),
+            web_args: Vec::new(),
+            webserver: true,
+            nginx: true,
+            publish_token: "test-publish-token-0123456789".into(),
+            max_body: 1024,
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Adds wsserver flags.
+    pub fn ws_args(mut self, args: &[&str]) -> Self {
+        self.ws_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Adds webserver flags.
+    pub fn web_args(mut self, args: &[&str]) -> Self {
+        self.web_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn without_webserver(mut self) -> Self {
+        self.webserver = false;
+        self
+    }
+
+    pub fn without_nginx(mut self) -> Self {
+        self.nginx = false;
+        self
+    }
+
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+}
+
+/// A server running on the test's runtime; `stop` resolves its shutdown future.
+struct Server {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Server {
+    fn spawn<F, E>(
+        name: &'static str,
+        run: impl FnOnce(Box<dyn Future<Output = ()> + Send + Unpin>) -> F,
+    ) -> Server
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::new(Box::pin(async move {
+            let _ = stopped.await;
+        }));
+        let fut = run(shutdown);
+        let task = tokio::spawn(async move { fut.await.map_err(|e| e.to_string()) });
+        Server {
+            name,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.task.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Waits until `ready` answers true; panics with what `run` returned when the server
+    /// exits first, or after `timeout`.
+    async fn wait_ready(&mut self, timeout: Duration, what: &str, url: &str) {
+        let ready = try_wait_until(timeout, || async {
+            self.is_finished() || http::try_get(url).await.is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        if self.is_finished() {
+            let result = self.task.take().expect("task").await;
+            panic!("{} exited during startup: {result:?}", self.name);
+        }
+        assert!(ready, "{what} did not answer 200 within {timeout:?}");
+    }
+
+    /// Triggers shutdown and waits for `run` to return, up to `timeout`.
+    async fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return Err(format!("{} was already shut down", self.name));
+        };
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(format!("{} panicked: {join}", self.name)),
+            Err(_) => Err(format!(
+                "{} did not return within {timeout:?} of shutdown",
+                self.name
+            )),
+        }
+    }
+}
+
+/// Redis, wsserver, webserver and nginx for one test. Dropping it stops nginx and Redis; the
+/// servers stop with the test's runtime.
+pub struct Stack {
+    // Field order is drop order: nginx before redis.
+    nginx: Option<Nginx>,
+    ws: Server,
+    web: Option<Server>,
+    pub redis: Redis,
+    ws_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    web_addr: Option<SocketAddr>,
+    token: String,
+    prefix: KeyPrefix,
+    options: StackOptions,
+}
+
+impl Stack {
+    /// Everything with default options.
+    pub async fn start_default() -> Stack {
+        Stack::start(StackOptions::default()).await
+    }
+
+    pub async fn start(options: StackOptions) -> Stack {
+        crate::init_tracing();
+        let redis = Redis::start().await;
+        let prefix = KeyPrefix::new(&options.prefix).expect("valid prefix");
+
+        let (ws, ws_addr, admin_addr) = start_wsserver(&redis.url(), &options).await;
+
+        let (web, web_addr) = if options.webserver {
+            let (web, addr) = start_webserver(&redis.url(), &options).await;
+            (Some(web), Some(addr))
+        } else {
+            (None, None)
+        };
+
+        let nginx = if options.nginx {
+            let web_upstream = web_addr.map_or_else(|| NO_WEBSERVER.to_owned(), |a| a.to_string());
+            Some(Nginx::start(&web_upstream, &ws_addr.to_string()).await)
+        } else {
+            None
+        };
+
+        let stack = Stack {
+            nginx,
+            ws,
+            web,
+            redis,
+            ws_addr,
+            admin_addr,
+            web_addr,
+            token: options.publish_token.clone(),
+            prefix,
+            options,
+        };
+        if stack.web.is_some() && stack.nginx.is_some() {
+            let url = stack.front_url("/healthz");
+            let through = try_wait_until(READY_TIMEOUT, || async {
+                http::try_get(&url).await.is_ok_and(|r| r.status == 200)
+            })
+            .await;
+            assert!(
+                through,
+                "GET /healthz through nginx never answered 200; nginx log:\n{}",
+                stack.nginx().error_log()
+            );
+        }
+        stack
+    }
+
+    pub fn options(&self) -> &StackOptions {
+        &self.options
+    }
+
+    pub fn nginx(&self) -> &Nginx {
+        self.nginx.as_ref().expect("this stack runs without nginx")
+    }
+
+    /// `http://<nginx><path>`.
+    pub fn front_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.nginx().addr())
+    }
+
+    /// `ws://<nginx><path_and_query>`, e.g. `ws_url("/ws/chat?subscribe-broadcast")`.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.nginx().addr())
+    }
+
+    /// `ws://<wsserver><path_and_query>`, bypassing nginx.
+    pub fn direct_ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.ws_addr)
+    }
+
+    /// `http://<wsserver admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// `http://<webserver><path>`, bypassing nginx.
+    pub fn web_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.web_addr.expect("this stack runs without webserver")
+        )
+    }
+
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    pub fn publish_token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    /// The Redis channel (and key) of broadcasts on `facility`, with this stack's prefix.
+    pub fn broadcast_channel(&self, facility: &str) -> String {
+        let facility = Facility::parse(facility).expect("valid facility");
+        self.prefix.broadcast(&facility).as_str().to_owned()
+    }
+
+    /// Opens a websocket through nginx; panics unless it upgrades.
+    pub async fn connect(&self, path_and_query: &str) -> WsClient {
+        WsClient::open(&self.ws_url(path_and_query)).await
+    }
+
+    /// Opens a websocket directly to wsserver; panics unless it upgrades.
+    pub async fn connect_direct(&self, path_and_query: &str) -> WsClient {
+        WsClient::open(&self.direct_ws_url(path_and_query)).await
+    }
+
+    /// POST /api/publish through nginx with the stack's token.
+    pub async fn publish(&self, body: &serde_json::Value) -> HttpResponse {
+        http::post_json(
+            &self.front_url("/api/publish"),
+            Some(&self.token),
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Publishes `message` to everyone on `facility` through the API and asserts a 200.
+    pub async fn publish_broadcast(
+        &self,
+        facility: &str,
+        message: &str,
+        expire: u64,
+    ) -> serde_json::Value {
+        let body = serde_json::json!({"facility": facility, "broadcast": true, "message": message, "expire": expire});
+        let response = self.publish(&body).await;
+        assert_eq!(
+            response.status, 200,
+            "publish answered {}: {}",
+            response.status, response.body
+        );
+        response.json()
+    }
+
+    /// wsserver's /metrics text.
+    pub async fn metrics(&self) -> String {
+        let response = http::get(&self.admin_url("/metrics")).await;
+        assert_eq!(
+            response.status, 200,
+            "/metrics answered {}",
+            response.status
+        );
+        response.body
+    }
+
+    /// One unlabelled sample from wsserver's /metrics (`name value`), if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Makes sure `clients` receive live messages on `channel` (see [`crate::sync_clients`]).
+    pub async fn sync(&self, channel: &str, clients: &mut [WsClient]) {
+        crate::sync::sync_clients(&self.redis, channel, clients).await;
+    }
+
+    /// Stops wsserver gracefully and returns what `run` returned.
+    pub async fn stop_wsserver(&mut self) -> Result<(), String> {
+        let timeout = drain_deadline(&self.options) + Duration::from_secs(10);
+        self.ws.shutdown(timeout).await
+    }
+
+    /// Stops webserver gracefully and returns what `run` returned.
+    pub async fn stop_webserver(&mut self) -> Result<(), String> {
+        match self.web.as_mut() {
+            Some(web) => web.shutdown(Duration::from_secs(15)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops both servers gracefully and asserts that both `run`s returned Ok.
+    pub async fn shutdown(&mut self) {
+        let web = self.stop_webserver().await;
+        let ws = self.stop_wsserver().await;
+        assert_eq!(web, Ok(()), "webserver::run");
+        assert_eq!(ws, Ok(()), "wsserver::run");
+    }
+}
+
+fn drain_deadline(options: &StackOptions) -> Duration {
+    options
+        .ws_args
+        .iter()
+        .position(|a| a == "--drain-deadline")
+        .and_then(|i| options.ws_args.get(i + 1))
+        .and_then(|v| service_duration(v))
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// Parses "250ms", "3s", "2m" (enough for the harness's own timeouts).
+fn service_duration(value: &str) -> Option<Duration> {
+    let (number, unit) = value
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((value, "s"), |i| value.split_at(i));
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+async fn start_wsserver(
+    redis_url: &str,
+    options: &StackOptions,
+) -> (Server, SocketAddr, SocketAddr) {
+    let mut args = vec![
+        "wsserver".to_owned(),
+        "--redis-url".into(),
+        redis_url.into(),
+        "--prefix".into(),
+        options.prefix.clone(),
+    ];
+    args.extend(options.ws_args.iter().cloned());
+    let config = <wsserver::Config as clap::Parser>::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("wsserver flags {args:?}: {e}"));
+    let (websocket, ws_addr) = bind().await;
+    let (admin, admin_addr) = bind().await;
+    let mut server = Server::spawn("wsserver", |shutdown| {
+        wsserver::run(config, wsserver::Listeners { websocket, admin }, shutdown)
+    });
+    server
+        .wait_ready(
+            READY_TIMEOUT,
+            "wsserver /readyz",
+            &format!("http://{admin_addr}/readyz"),
+        )
+        .await;
+    (server, ws_addr, admin_addr)
+}
+
+async fn start_webserver(redis_url: &str, options: &StackOptions) -> (Server, SocketAddr) {
+    let mut args = vec![
+        "webserver".to_owned(),
+        "--redis-url".into(),
+        redis_url.into(),
+        "--prefix".into(),
+        options.prefix.clone(),
+        "--publish-token".into(),
+        options.publish_token.clone(),
+        "--max-body".into(),
+        options.max_body.to_string(),
+    ];
+    args.extend(options.web_args.iter().cloned());
+    let config = <webserver::Config as clap::Parser>::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("webserver flags {args:?}: {e}"));
+    let (listener, addr) = bind().await;
+    let mut server = Server::spawn("webserver", |shutdown| {
+        webserver::run(config, listener, shutdown)
+    });
+    server
+        .wait_ready(
+            READY_TIMEOUT,
+            "webserver /healthz",
+            &format!("http://{addr}/healthz"),
+        )
+        .await;
+    (server, addr)
+}
