@@ -35,6 +35,12 @@ impl Facility {
         Facility::parse(&percent_decode(raw)?)
     }
 
+    /// Validates a percent-encoded facility (a URL path segment, as in `/api/presence/<f>`);
+    /// the empty facility is refused.
+    pub fn parse_encoded(raw: &str) -> Result<Facility, FacilityError> {
+        Facility::parse_non_empty(&percent_decode(raw)?)
+    }
+
     /// Validates an already decoded facility (the publish API's `facility` field).
     pub fn parse(value: &str) -> Result<Facility, FacilityError> {
         if value.len() > Self::MAX_LEN {

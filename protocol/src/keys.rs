@@ -98,9 +98,11 @@ impl KeyPrefix {
         format!("{}crier:presence:{}", self.0, facility)
     }
 
-    /// The channel on which join/leave events of a facility are published.
+    /// The channel on which join/leave events of a facility are published: the broadcast
+    /// channel of the facility `presence/<facility>`, so that any ws4redis client can subscribe
+    /// with `/ws/presence/<facility>?subscribe-broadcast`.
     pub fn presence_events(&self, facility: &Facility) -> ChannelName {
-        ChannelName(format!("{}crier:presence-events:{}", self.0, facility))
+        ChannelName(format!("{}broadcast:{}{}", self.0, crate::presence::EVENTS_FACILITY_PREFIX, facility))
     }
 
     /// Channel that tells wsservers a session ended (logout), so its sockets can be closed.

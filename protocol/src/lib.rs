@@ -9,6 +9,7 @@ pub mod flags;
 pub mod identity;
 pub mod keys;
 pub mod name;
+pub mod presence;
 pub mod publish;
 pub mod session;
 

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod pages;
+pub mod presence_api;
 pub mod publish_api;
 pub mod random;
 pub mod routes;

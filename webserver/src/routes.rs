@@ -26,6 +26,10 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (&Method::POST, "/api/publish") => crate::publish_api::publish(app, req).await,
         (_, "/api/publish") => method_not_allowed("POST"),
+        (&Method::GET, p) if p.starts_with("/api/presence/") => {
+            let facility = p["/api/presence/".len()..].to_owned();
+            crate::presence_api::presence(app, req, &facility).await
+        }
         (&Method::GET, "/login") => pages::login::form(StatusCode::OK, None, req.headers()),
         (&Method::POST, "/login") => pages::login::login(app, req).await,
         (&Method::POST, "/logout") => pages::login::logout(app, req).await,

@@ -73,6 +73,11 @@ impl Store {
         Ok(())
     }
 
+    /// Members of a presence sorted set whose expiry is after `now_ms`.
+    pub async fn live_members(&self, key: &str, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        Ok(redis::cmd("ZRANGEBYSCORE").arg(key).arg(now_ms).arg("+inf").query_async(&mut self.conn()).await?)
+    }
+
     // --- accounts -------------------------------------------------------------------------
 
     pub async fn account(&self, name: &Name) -> Result<Option<Account>, StoreError> {

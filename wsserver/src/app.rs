@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::access::AccessRules;
 use crate::identity::IdentitySource;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -26,6 +27,7 @@ pub struct App {
     pub store: Store,
     pub identities: IdentitySource,
     pub access: AccessRules,
+    pub presence: Presence,
     pub metrics: Arc<Metrics>,
     /// One permit per open websocket (`--max-connections`); the permit moves into the socket's task.
     pub permits: Arc<Semaphore>,

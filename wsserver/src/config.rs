@@ -107,6 +107,21 @@ pub struct Config {
     #[arg(long, env = "CRIER_AUTHENTICATED_FLAGS", value_delimiter = ',', default_value = "*")]
     pub authenticated_flags: Vec<String>,
 
+    /// Facilities whose connected users are recorded in Redis (comma-separated; `*` for all;
+    /// empty: presence off). Join/leave events go to the facility `presence/<facility>`.
+    #[arg(long, env = "CRIER_PRESENCE", value_delimiter = ',', default_value = "")]
+    pub presence: Vec<String>,
+
+    /// How long a presence entry lives without a refresh (refreshed every third of it): a
+    /// crashed instance's users disappear within this time. 3s to 1h.
+    #[arg(long, env = "CRIER_PRESENCE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// Test mode for conformance suites: sockets on this facility echo every message back with
+    /// its own opcode, without Redis. Off unless set; never set it in production.
+    #[arg(long, env = "CRIER_ECHO_TEST_FACILITY", hide = true)]
+    pub echo_test_facility: Option<String>,
+
     /// How long shutdown waits for sockets to close after sending them 1001.
     #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub drain_deadline: Duration,
@@ -183,6 +198,9 @@ impl Config {
             return Err(invalid("auth-cache-ttl", "must be at most 1h"));
         }
         self.access_rules()?;
+        if self.presence_ttl < Duration::from_secs(3) || self.presence_ttl > Duration::from_secs(3600) {
+            return Err(invalid("presence-ttl", "must be between 3s and 1h"));
+        }
         for origin in self.allowed_origins() {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
                 return Err(invalid("allowed-origins", format!("{origin:?} is not an origin like https://example.com")));

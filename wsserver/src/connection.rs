@@ -70,6 +70,8 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
     let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), stamp: stamp.clone() };
     let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
     let (membership, waits) = app.registry.join(id, member, subscribe.clone(), session);
+    let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
+    let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
 
     let subscribed = async {
         for wait in waits {
@@ -118,14 +120,21 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
         };
         liveness.last_heard_us.store(app.registry.now_us(), Ordering::Relaxed);
         match message {
+            Ok(Message::Text(payload)) if echo_test => {
+                outbox.push(frame::encode(OpCode::Text, &payload));
+            }
+            Ok(Message::Binary(payload)) if echo_test => {
+                outbox.push(frame::encode(OpCode::Binary, &payload));
+            }
             Ok(Message::Text(payload) | Message::Binary(payload)) => {
                 app.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
                 publisher.on_client_message(payload).await;
             }
             Ok(Message::Ping(payload)) => outbox.push_control(frame::encode(OpCode::Pong, &payload)),
             Ok(Message::Pong) => {}
-            Ok(Message::Close(_)) => {
-                outbox.close(NORMAL);
+            Ok(Message::Close(code)) => {
+                // Echo the client's status code, as RFC 6455 suggests.
+                outbox.close(CloseReason { code: code.unwrap_or(1000), reason: "" });
                 break;
             }
             Err(ReadError::Gone) => break,
@@ -140,6 +149,7 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
     reader_done.cancel();
     outbox.close(NORMAL);
     let _ = writer.await;
+    drop(presence);
     drop(membership);
     drop(guards);
 }

@@ -15,6 +15,7 @@ pub mod handshake;
 pub mod identity;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod reconnect;
 pub mod registry;
 pub mod server;

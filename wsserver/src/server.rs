@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::auth_callback::AuthCallback;
 use crate::identity::{IdentitySource, SessionIdentities};
 use crate::metrics::Metrics;
+use crate::presence::{PresenceRecorder, PresenceScope};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
@@ -47,6 +48,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let (registry, dirty) = Registry::new(metrics.clone(), config.heartbeat.as_deref(), config.key_prefix().session_revocations());
     let store = Store::new(client.clone())?;
     let prefix = config.key_prefix();
+    let (presence, recorder) = PresenceRecorder::new(
+        service::redis_link::command_connection(client.clone())?,
+        prefix.clone(),
+        PresenceScope::parse(&config.presence),
+        config.presence_ttl,
+    );
     let identities = match &config.auth_url {
         Some(url) => IdentitySource::Callback(AuthCallback::new(
             url.parse().expect("validated"),
@@ -61,6 +68,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         registry: registry.clone(),
         identities,
         access: config.access_rules()?,
+        presence,
         store,
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -76,6 +84,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let subscriber = tokio::spawn(
         Subscriber { client, registry, dirty, metrics, cancel: background.clone() }.run(),
     );
+    let presence_cancel = CancellationToken::new();
+    let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
     let http_cancel = CancellationToken::new();
     let connections = TaskTracker::new();
     let admin = tokio::spawn(serve_admin(app.clone(), listeners.admin, background.clone()));
@@ -143,6 +153,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             "drain deadline reached; dropping the remaining sockets"
         );
     }
+    presence_cancel.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), presence_task).await;
     background.cancel();
     let _ = subscriber.await;
     let _ = admin.await;

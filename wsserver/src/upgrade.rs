@@ -51,6 +51,9 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     handshake::check_origin(req, &app.allowed_origins)?;
     let identity = app.identities.resolve(req.headers()).await?;
     app.access.check(wanted.flags, &identity)?;
+    if !wanted.flags.publish.is_empty() && wanted.facility.as_str().starts_with(protocol::presence::EVENTS_FACILITY_PREFIX) {
+        return Err(Refused::new(StatusCode::FORBIDDEN, Refusal::Forbidden, "presence facilities are read-only"));
+    }
     let permit = app.permits.clone().try_acquire_owned().map_err(|_| {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "server is at its connection limit")
     })?;
