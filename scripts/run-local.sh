@@ -12,7 +12,7 @@
 #   CRIER_REDIS_URL        use this Redis instead of starting a private one
 #   CRIER_PUBLISH_TOKEN    bearer token for POST /api/publish (generated and printed when unset)
 #   CRIER_ALLOWED_ORIGINS  default http://127.0.0.1:$CRIER_PORT,http://localhost:$CRIER_PORT
-#   CRIER_WEB_LISTEN, CRIER_WS_LISTEN, CRIER_WS_ADMIN_LISTEN
+#   CRIER_WEB_LISTEN, CRIER_WEB_ADMIN_LISTEN, CRIER_WS_LISTEN, CRIER_WS_ADMIN_LISTEN
 #                          default to free ports on 127.0.0.1
 #   Every other CRIER_* variable (and RUST_LOG) reaches the binaries unchanged.
 #
@@ -198,11 +198,15 @@ fi
 # Configuration for the binaries (all through CRIER_* environment variables).
 
 export CRIER_PORT=${CRIER_PORT:-8080}
-picked=$(free_ports 3) || die "could not find free ports"
-read -r web_port ws_port admin_port <<<"$picked"
+picked=$(free_ports 4) || die "could not find free ports"
+read -r web_port ws_port admin_port web_admin_port <<<"$picked"
 export CRIER_WEB_LISTEN=${CRIER_WEB_LISTEN:-127.0.0.1:$web_port}
 export CRIER_WS_LISTEN=${CRIER_WS_LISTEN:-127.0.0.1:$ws_port}
 export CRIER_WS_ADMIN_LISTEN=${CRIER_WS_ADMIN_LISTEN:-127.0.0.1:$admin_port}
+export CRIER_WEB_ADMIN_LISTEN=${CRIER_WEB_ADMIN_LISTEN:-127.0.0.1:$web_admin_port}
+# The shipped demo: heartbeats as in ws4redis' examples, presence on the lobby.
+export CRIER_HEARTBEAT=${CRIER_HEARTBEAT:---heartbeat--}
+export CRIER_PRESENCE=${CRIER_PRESENCE:-lobby}
 token_generated=0
 if [[ -z ${CRIER_PUBLISH_TOKEN:-} ]]; then
     CRIER_PUBLISH_TOKEN=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
@@ -313,8 +317,8 @@ fi
 printf '  publish:\n'
 printf '    curl -sS -H "Authorization: Bearer %s" -H '\''Content-Type: application/json'\'' -d '\''{"facility":"chat","broadcast":true,"message":"hello"}'\'' http://%s/api/publish\n' \
     "$CRIER_PUBLISH_TOKEN" "$front"
-printf '  webserver:  http://%s   wsserver: http://%s   wsserver admin: http://%s\n' \
-    "$CRIER_WEB_LISTEN" "$CRIER_WS_LISTEN" "$CRIER_WS_ADMIN_LISTEN"
+printf '  webserver:  http://%s (admin http://%s)   wsserver: http://%s (admin http://%s)\n' \
+    "$CRIER_WEB_LISTEN" "$CRIER_WEB_ADMIN_LISTEN" "$CRIER_WS_LISTEN" "$CRIER_WS_ADMIN_LISTEN"
 printf '  redis:      %s\n' "$CRIER_REDIS_URL"
 printf '  nginx logs: %s/access.log %s/error.log\n' "$DIR" "$DIR"
 printf 'Press Ctrl-C to stop.\n\n'

@@ -15,6 +15,10 @@ pub struct Config {
     #[arg(long, env = "CRIER_WEB_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
+    /// Admin address serving /metrics, /healthz and /readyz (empty: no admin listener).
+    #[arg(long, env = "CRIER_WEB_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: String,
+
     /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
     #[arg(long, env = "CRIER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
@@ -118,6 +122,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         redis::Client::open(self.redis_url.as_str())
             .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
+        if !self.admin_listen.is_empty() {
+            self.admin_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("admin-listen", format!("{e} (like 127.0.0.1:9090, or empty for none)")))?;
+        }
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
         if let Some(token) = &self.publish_token {
             if token.len() < 16 {

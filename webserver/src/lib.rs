@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod pages;
 pub mod presence_api;
 pub mod publish_api;
@@ -15,4 +16,4 @@ pub mod store;
 pub mod users_cli;
 
 pub use config::{Command, Config};
-pub use server::{run, RunError};
+pub use server::{run, run_with_admin, RunError};

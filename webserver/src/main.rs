@@ -35,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
-    crier_webserver::run(config, listener, service::shutdown_signal()).await?;
+    let admin = if config.admin_listen.is_empty() {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(config.admin_listen.as_str())
+                .await
+                .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?,
+        )
+    };
+    crier_webserver::run_with_admin(config, listener, admin, service::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `POST /api/publish`: bearer-token authenticated publishing to any audience.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -34,12 +35,18 @@ pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
     match app.store.publish(&publication.channels, publication.message.as_bytes(), publication.expire).await {
-        Ok(receivers) => json(
+        Ok(receivers) => {
+            app.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+            app.metrics.publish_channels.fetch_add(publication.channels.len() as u64, Ordering::Relaxed);
+            app.metrics.publish_receivers.fetch_add(receivers, Ordering::Relaxed);
+            json(
             StatusCode::OK,
             &serde_json::json!({ "channels": publication.channels.len(), "receivers": receivers }),
-        ),
+        )
+        }
         Err(e) => {
             tracing::warn!("publish failed: {e}");
+            app.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
             json_error(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable, message not published; retry later")
         }
     }

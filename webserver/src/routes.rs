@@ -13,17 +13,12 @@ use crate::pages;
 const CSS: &str = include_str!("../static/crier.css");
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let metrics_handle = app.metrics.clone();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => {
-            if app.store.ping().await {
-                text(StatusCode::OK, "ready")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
-            }
-        }
+        (&Method::GET, "/readyz") => readiness(&app).await,
         (&Method::POST, "/api/publish") => crate::publish_api::publish(app, req).await,
         (_, "/api/publish") => method_not_allowed("POST"),
         (&Method::GET, p) if p.starts_with("/api/presence/") => {
@@ -38,7 +33,35 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         _ if path.starts_with("/api/") => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(&path))),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     };
+    app_metrics(&response, &metrics_handle);
     Ok(response)
+}
+
+fn app_metrics(response: &Response<Body>, metrics: &crate::metrics::Metrics) {
+    metrics.answered(response.status());
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let response = match req.uri().path() {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, app.metrics.render());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readiness(&app).await,
+        _ => text(StatusCode::NOT_FOUND, "not found: /metrics, /healthz, /readyz"),
+    };
+    Ok(response)
+}
+
+async fn readiness(app: &App) -> Response<Body> {
+    if app.store.ping().await {
+        text(StatusCode::OK, "ready")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

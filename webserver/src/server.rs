@@ -25,16 +25,27 @@ pub enum RunError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Serves until `shutdown` resolves, then drains and returns.
+/// Serves until `shutdown` resolves, then drains and returns (no admin listener).
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with_admin(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], also serving `/metrics`, `/healthz` and `/readyz` on `admin`.
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     config.validate()?;
     let client = redis::Client::open(config.redis_url.as_str())?;
     let store = Store::new(client, config.key_prefix())?;
     if config.publish_token.is_none() {
         tracing::warn!("no publish token configured (CRIER_PUBLISH_TOKEN): POST /api/publish answers 503");
     }
-    let app = Arc::new(App { config, store });
+    let app = Arc::new(App { config, store, metrics: Arc::default() });
     let cancel = CancellationToken::new();
+    let admin_task = admin.map(|admin| tokio::spawn(serve_admin(app.clone(), admin, cancel.clone())));
     let tracker = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");
     service::notify::notify_ready();
@@ -76,6 +87,30 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     if tokio::time::timeout(app.config.drain_deadline, tracker.wait()).await.is_err() {
         tracing::warn!("drain deadline reached with requests still in flight");
     }
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     tracing::info!("webserver stopped");
     Ok(())
+}
+
+async fn serve_admin(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| crate::routes::admin(app.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

@@ -59,12 +59,14 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let verified = verify_password(password, hash);
     let Some(account) = account.filter(|_| verified) else {
         tracing::info!(user = %service::Escaped(username), "login refused");
+        app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return form(StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
     };
     let record = SessionRecord { user: account.name.clone(), groups: account.groups.clone(), csrf: token() };
     match app.store.create_session(&record, app.config.session_ttl).await {
         Ok(key) => {
             tracing::info!(user = %account.name, "logged in");
+            app.metrics.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut response = see_other("/");
             session::set_session_cookie(&mut response, &key, app.config.session_ttl, &headers);
             response
