@@ -62,6 +62,11 @@ pub struct Config {
     #[arg(long, env = "CRIER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// Proxies (comma-separated IPs) whose X-Real-IP header names the client, for the
+    /// per-address limit and logs. nginx on the same host is 127.0.0.1.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond).
     #[arg(long, env = "CRIER_MAX_MESSAGE_SIZE", default_value_t = 65_536)]
     pub max_message_size: usize,

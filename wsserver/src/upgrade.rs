@@ -57,7 +57,7 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     let permit = app.permits.clone().try_acquire_owned().map_err(|_| {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "server is at its connection limit")
     })?;
-    let slot = app.per_ip.acquire(peer.ip()).ok_or_else(|| {
+    let slot = app.per_ip.acquire(client_ip(peer, req.headers(), &app.config.trusted_proxies)).ok_or_else(|| {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Full, "too many connections from this address")
     })?;
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *req)
@@ -81,4 +81,28 @@ pub fn plain(status: StatusCode, text: impl Into<String>) -> Response<Body> {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The client's address: the peer, or the X-Real-IP a trusted proxy reports.
+pub fn client_ip(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[std::net::IpAddr]) -> std::net::IpAddr {
+    if trusted.contains(&peer.ip()) {
+        if let Some(ip) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_ip_only_from_trusted_proxies() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-real-ip", "203.0.113.9".parse().unwrap());
+        let trusted = ["127.0.0.1".parse().unwrap()];
+        assert_eq!(client_ip("127.0.0.1:5000".parse().unwrap(), &h, &trusted).to_string(), "203.0.113.9");
+        assert_eq!(client_ip("198.51.100.1:5000".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1");
+    }
 }
