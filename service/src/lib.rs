@@ -2,6 +2,7 @@
 //! human durations and systemd readiness notification.
 
 pub mod duration;
+pub mod http;
 pub mod logging;
 pub mod notify;
 pub mod redact;

@@ -66,18 +66,7 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Bo
     }
 }
 
-/// The value of cookie `name`.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim_matches('"'))
-        .filter(|value| !value.is_empty())
-}
+pub use service::http::cookie;
 
 /// True when the client reached us over TLS (directly or as nginx reports it).
 pub fn is_https(headers: &HeaderMap) -> bool {

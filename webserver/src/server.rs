@@ -45,7 +45,10 @@ pub async fn run_with_admin(
     }
     let app = Arc::new(App { config, store, metrics: Arc::default() });
     let cancel = CancellationToken::new();
-    let admin_task = admin.map(|admin| tokio::spawn(serve_admin(app.clone(), admin, cancel.clone())));
+    let admin_task = admin.map(|admin| {
+        let app = app.clone();
+        tokio::spawn(service::http::serve_admin(admin, cancel.clone(), move |req| crate::routes::admin(app.clone(), req)))
+    });
     let tracker = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");
     service::notify::notify_ready();
@@ -92,25 +95,4 @@ pub async fn run_with_admin(
     }
     tracing::info!("webserver stopped");
     Ok(())
-}
-
-async fn serve_admin(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| crate::routes::admin(app.clone(), req));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }

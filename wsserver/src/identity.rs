@@ -1,7 +1,7 @@
 //! Who is connecting: resolved from the upgrade request, either from Crier's own sessions (the
 //! `sessionid` cookie looked up in Redis) or from an HTTP auth callback.
 
-use hyper::{header, HeaderMap, StatusCode};
+use hyper::{HeaderMap, StatusCode};
 use protocol::{Identity, KeyPrefix, SessionKey, SessionRecord};
 
 use crate::handshake::Refused;
@@ -13,15 +13,7 @@ pub const SESSION_COOKIE: &str = "sessionid";
 
 /// The value of the `sessionid` cookie, if the request carries one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim_matches('"'))
-        .filter(|value| !value.is_empty())
+    service::http::cookie(headers, SESSION_COOKIE)
 }
 
 /// Where identities come from: Crier's sessions, or an application's auth callback.
@@ -67,20 +59,5 @@ impl SessionIdentities {
             }
             None => Ok(Identity::anonymous(Some(key))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_session_cookie() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "a=1; sessionid=abc; b=2".parse().unwrap());
-        assert_eq!(session_cookie(&h), Some("abc"));
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "xsessionid=abc".parse().unwrap());
-        assert_eq!(session_cookie(&h), None);
     }
 }

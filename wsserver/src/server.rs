@@ -88,7 +88,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
     let http_cancel = CancellationToken::new();
     let connections = TaskTracker::new();
-    let admin = tokio::spawn(serve_admin(app.clone(), listeners.admin, background.clone()));
+    let admin_app = app.clone();
+    let admin = tokio::spawn(service::http::serve_admin(listeners.admin, background.clone(), move |req| {
+        crate::admin::handle(admin_app.clone(), req)
+    }));
     tracing::info!(
         listen = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "wsserver accepting websockets"
@@ -160,25 +163,4 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = admin.await;
     tracing::info!("wsserver stopped");
     Ok(())
-}
-
-async fn serve_admin(app: Arc<App>, listener: TcpListener, cancel: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| crate::admin::handle(app.clone(), req));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }
