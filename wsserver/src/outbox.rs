@@ -100,11 +100,15 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Puts frames before everything queued (the replay on connect).
+    /// Puts the replay of persisted messages before everything queued. A replayed message that
+    /// is also already queued live (published between SUBSCRIBE and the replay's GET) is not
+    /// sent twice: ws4redis delivered it twice.
     pub fn push_front(&self, frames: Vec<Bytes>) {
         let mut state = self.lock();
         for frame in frames.into_iter().rev() {
-            state.frames.push_front(frame);
+            if !state.frames.contains(&frame) {
+                state.frames.push_front(frame);
+            }
         }
         drop(state);
         self.shared.wake.notify_one();
@@ -207,7 +211,7 @@ mod tests {
         o.push(Bytes::from_static(b"a"));
         o.push(Bytes::from_static(b"b"));
         o.push_control(Bytes::from_static(b"p"));
-        o.push_front(vec![Bytes::from_static(b"r")]);
+        o.push_front(vec![Bytes::from_static(b"r"), Bytes::from_static(b"a")]);
         let mut b = Batch::default();
         o.take_batch(&mut b, 2);
         assert_eq!(b.frames, ["p", "r", "a"].map(|s| Bytes::from(s)));
