@@ -105,10 +105,32 @@ impl KeyPrefix {
         ChannelName(format!("{}broadcast:{}{}", self.0, crate::presence::EVENTS_FACILITY_PREFIX, facility))
     }
 
+    /// Where webserver keeps one game's state (`id` is a token webserver generated: letters,
+    /// digits and `-` only).
+    pub fn game(&self, id: &str) -> String {
+        debug_assert!(is_token(id), "game id {id:?}");
+        format!("{}crier:games:{}", self.0, id)
+    }
+
+    /// Where webserver keeps one game invitation (`id` as for [`KeyPrefix::game`]).
+    pub fn invitation(&self, id: &str) -> String {
+        debug_assert!(is_token(id), "invitation id {id:?}");
+        format!("{}crier:invitations:{}", self.0, id)
+    }
+
+    /// The sorted set of the invitations a user sent or received (score: expiry time in ms).
+    pub fn user_invitations(&self, user: &Name) -> String {
+        format!("{}crier:user-invitations:{}", self.0, user)
+    }
+
     /// Channel that tells wsservers a session ended (logout), so its sockets can be closed.
     pub fn session_revocations(&self) -> ChannelName {
         ChannelName(format!("{}crier:session-revocations", self.0))
     }
+}
+
+fn is_token(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A Redis pub/sub channel name, which is also the key holding the channel's last message.
@@ -169,7 +191,8 @@ mod tests {
     fn own_keys_never_collide_with_channels() {
         let p = KeyPrefix::default();
         let s = SessionKey::parse("k").unwrap();
-        for key in [p.session_record(&s), p.account_index()] {
+        let ann = Name::parse("ann").unwrap();
+        for key in [p.session_record(&s), p.account_index(), p.game("ab12"), p.invitation("cd34"), p.user_invitations(&ann)] {
             for a in Audience::ALL {
                 assert!(!key.starts_with(&format!("{a}:")));
             }

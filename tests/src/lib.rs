@@ -10,10 +10,15 @@
 //! - [`wait_until`]: polls a condition (readiness, "NUMSUB becomes 0"), never a blind sleep.
 //! - [`sync_clients`]: makes sure sockets are subscribed before a test publishes.
 
+pub mod browser;
 pub mod http;
+pub mod login;
 pub mod nginx;
 pub mod process;
+pub mod prometheus;
+pub mod raw;
 pub mod redis_server;
+pub mod server_process;
 pub mod stack;
 pub mod sync;
 pub mod tempdir;

@@ -344,6 +344,15 @@ impl Stack {
         self.ws.shutdown(timeout).await
     }
 
+    /// Starts wsserver again after [`Stack::stop_wsserver`], with the same options and on the
+    /// same websocket and admin addresses, so nginx and reconnecting clients find it where it
+    /// was. Waits until it is ready.
+    pub async fn restart_wsserver(&mut self) {
+        let at = Some((self.ws_addr, self.admin_addr));
+        let (ws, _, _) = start_wsserver_at(&self.redis.url(), &self.options, at).await;
+        self.ws = ws;
+    }
+
     /// Stops webserver gracefully and returns what `run` returned.
     pub async fn stop_webserver(&mut self) -> Result<(), String> {
         match self.web.as_mut() {
@@ -397,6 +406,29 @@ async fn start_wsserver(
     redis_url: &str,
     options: &StackOptions,
 ) -> (Server, SocketAddr, SocketAddr) {
+    start_wsserver_at(redis_url, options, None).await
+}
+
+/// Binds `addr` again (it was just released; retries while it is still in use, up to 10 s).
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
+        }
+    }
+}
+
+/// Starts wsserver on ephemeral ports, or on `at` (websocket, admin) when given.
+async fn start_wsserver_at(
+    redis_url: &str,
+    options: &StackOptions,
+    at: Option<(SocketAddr, SocketAddr)>,
+) -> (Server, SocketAddr, SocketAddr) {
     let mut args = vec![
         "wsserver".to_owned(),
         "--redis-url".into(),
@@ -407,8 +439,14 @@ async fn start_wsserver(
     args.extend(options.ws_args.iter().cloned());
     let config = <wsserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("wsserver flags {args:?}: {e}"));
-    let (websocket, ws_addr) = bind().await;
-    let (admin, admin_addr) = bind().await;
+    let (websocket, ws_addr, admin, admin_addr) = match at {
+        Some((ws_addr, admin_addr)) => (bind_again(ws_addr).await, ws_addr, bind_again(admin_addr).await, admin_addr),
+        None => {
+            let (websocket, ws_addr) = bind().await;
+            let (admin, admin_addr) = bind().await;
+            (websocket, ws_addr, admin, admin_addr)
+        }
+    };
     let mut server = Server::spawn("wsserver", |shutdown| {
         wsserver::run(config, wsserver::Listeners { websocket, admin }, shutdown)
     });

@@ -16,7 +16,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Admin address serving /metrics, /healthz and /readyz (empty: no admin listener).
-    #[arg(long, env = "CRIER_WEB_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "CRIER_WEB_ADMIN_LISTEN", default_value = "127.0.0.1:9190")]
     pub admin_listen: String,
 
     /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
@@ -44,8 +44,8 @@ pub struct Config {
     #[arg(long, env = "CRIER_SESSION_TTL", default_value = "14d", value_parser = parse_ttl)]
     pub session_ttl: Duration,
 
-    /// Websocket URL prefix the pages connect to, like wss://example.com/ws/. Empty: derived from
-    /// the request's Host and X-Forwarded-Proto, plus /ws/.
+    /// Websocket URL prefix the pages connect to: ws:// or wss://, ending in `/`, like
+    /// wss://example.com/ws/. Empty: derived from the request's Host and X-Forwarded-Proto, plus /ws/.
     #[arg(long, env = "CRIER_WEBSOCKET_URL", default_value = "")]
     pub websocket_url: String,
 
@@ -53,7 +53,15 @@ pub struct Config {
     #[arg(long, env = "CRIER_HEARTBEAT")]
     pub heartbeat: Option<String>,
 
-    /// How long shutdown waits for requests in flight.
+    /// How long a game is kept after its last move (1m to 7 days).
+    #[arg(long, env = "CRIER_GAME_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub game_ttl: Duration,
+
+    /// How long a game invitation waits for an answer (10s to 1h).
+    #[arg(long, env = "CRIER_INVITATION_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub invitation_ttl: Duration,
+
+    /// How long shutdown waits for requests in flight (at most 10m).
     #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub drain_deadline: Duration,
 
@@ -125,7 +133,7 @@ impl Config {
         if !self.admin_listen.is_empty() {
             self.admin_listen
                 .parse::<SocketAddr>()
-                .map_err(|e| invalid("admin-listen", format!("{e} (like 127.0.0.1:9090, or empty for none)")))?;
+                .map_err(|e| invalid("admin-listen", format!("{e} (like 127.0.0.1:9190, or empty for none)")))?;
         }
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
         if let Some(token) = &self.publish_token {
@@ -148,6 +156,12 @@ impl Config {
         let ws = &self.websocket_url;
         if !ws.is_empty() && !((ws.starts_with("ws://") || ws.starts_with("wss://")) && ws.ends_with('/')) {
             return Err(invalid("websocket-url", "must look like wss://example.com/ws/ (or be empty)"));
+        }
+        if self.game_ttl < Duration::from_secs(60) || self.game_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(invalid("game-ttl", "must be between 1m and 7d"));
+        }
+        if self.invitation_ttl < Duration::from_secs(10) || self.invitation_ttl > Duration::from_secs(3600) {
+            return Err(invalid("invitation-ttl", "must be between 10s and 1h"));
         }
         if self.drain_deadline > Duration::from_secs(600) {
             return Err(invalid("drain-deadline", "must be at most 10m"));

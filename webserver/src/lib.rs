@@ -4,7 +4,11 @@
 pub mod accounts;
 pub mod app;
 pub mod config;
+pub mod game;
+pub mod game_api;
 pub mod http;
+pub mod lobby;
+pub mod lobby_api;
 pub mod metrics;
 pub mod pages;
 pub mod presence_api;

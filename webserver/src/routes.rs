@@ -11,6 +11,12 @@ use crate::http::{json_error, text, Body};
 use crate::pages;
 
 const CSS: &str = include_str!("../static/crier.css");
+/// The ws4redis-compatible JS client, and the scripts of the pages.
+const WS4REDIS_JS: &str = include_str!("../static/ws4redis.js");
+const CRIER_JS: &str = include_str!("../static/crier.js");
+const LOBBY_JS: &str = include_str!("../static/lobby.js");
+const GAME_JS: &str = include_str!("../static/game.js");
+const JS: &str = "text/javascript; charset=utf-8";
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let metrics_handle = app.metrics.clone();
@@ -25,11 +31,44 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             let facility = p["/api/presence/".len()..].to_owned();
             crate::presence_api::presence(app, req, &facility).await
         }
-        (&Method::GET, "/login") => pages::login::form(StatusCode::OK, None, req.headers()),
+        (&Method::GET, "/login") => pages::login::form(&app, StatusCode::OK, None, req.headers()),
         (&Method::POST, "/login") => pages::login::login(app, req).await,
         (&Method::POST, "/logout") => pages::login::logout(app, req).await,
-        (&Method::GET, "/") => pages::home::home(app, req.headers()).await,
+        (&Method::GET, "/") => pages::lobby::lobby(app, req.headers()).await,
+        (&Method::GET, p) if p.starts_with("/game/") => {
+            let id = p["/game/".len()..].to_owned();
+            pages::game::game(app, req.headers(), &id).await
+        }
+        (&Method::GET, "/admin") => pages::admin::page(app, &req).await,
+        (&Method::POST, "/admin/notices") => pages::admin::send_notice(app, req).await,
+        (&Method::POST, "/api/invite") => crate::lobby_api::invite(app, req).await,
+        (_, "/api/invite") => method_not_allowed("POST"),
+        (&Method::GET, "/api/invitations") => crate::lobby_api::list(app, req).await,
+        (_, "/api/invitations") => method_not_allowed("GET"),
+        (_, p) if p.starts_with("/api/invitations/") => {
+            let rest = p["/api/invitations/".len()..].to_owned();
+            match (rest.split_once('/'), &method) {
+                (Some((id, "accept")), &Method::POST) => crate::lobby_api::answer(app, req, id, true).await,
+                (Some((id, "decline")), &Method::POST) => crate::lobby_api::answer(app, req, id, false).await,
+                (Some((_, "accept" | "decline")), _) => method_not_allowed("POST"),
+                _ => not_found_api(&method, &path),
+            }
+        }
+        (_, p) if p.starts_with("/api/games/") => {
+            let rest = p["/api/games/".len()..].to_owned();
+            match (rest.split_once('/'), &method) {
+                (None, &Method::GET) => crate::game_api::state(app, req, &rest).await,
+                (None, _) => method_not_allowed("GET"),
+                (Some((id, "moves")), &Method::POST) => crate::game_api::play(app, req, id).await,
+                (Some((_, "moves")), _) => method_not_allowed("POST"),
+                _ => not_found_api(&method, &path),
+            }
+        }
         (&Method::GET, "/static/crier.css") => asset(CSS, "text/css; charset=utf-8"),
+        (&Method::GET, "/static/ws4redis.js") => asset(WS4REDIS_JS, JS),
+        (&Method::GET, "/static/crier.js") => asset(CRIER_JS, JS),
+        (&Method::GET, "/static/lobby.js") => asset(LOBBY_JS, JS),
+        (&Method::GET, "/static/game.js") => asset(GAME_JS, JS),
         _ if path.starts_with("/api/") => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(&path))),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     };
@@ -62,6 +101,10 @@ async fn readiness(app: &App) -> Response<Body> {
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
     }
+}
+
+fn not_found_api(method: &Method, path: &str) -> Response<Body> {
+    json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(path)))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

@@ -51,7 +51,24 @@ pub async fn run_with_admin(
     });
     let tracker = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");
-    service::notify::notify_ready();
+    // systemd readiness: listening (the listener is bound) and Redis reached.
+    let ready_app = app.clone();
+    let ready_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            if ready_app.store.ping().await {
+                service::notify::notify_ready();
+                return;
+            }
+            tracing::warn!("redis not reachable yet; readiness is held back");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = ready_cancel.cancelled() => return,
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -8,6 +8,20 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::accounts::Account;
+use crate::game::{Game, GameId};
+use crate::lobby::{Invitation, InvitationId};
+
+/// Replaces KEYS[1] with ARGV[2] only if it still holds ARGV[1]; ARGV[3] is the new TTL in ms,
+/// or empty to keep the current one. Returns 1 when replaced.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,5 +129,119 @@ impl Store {
         let mut names: Vec<Name> = names.iter().filter_map(|n| Name::parse(n).ok()).collect();
         names.sort();
         Ok(names)
+    }
+
+    // --- games and invitations ------------------------------------------------------------
+
+    /// Replaces `key`'s value with `new` if it still is `old` (optimistic concurrency); `ttl`
+    /// sets a new lifetime, `None` keeps the current one. False when someone else changed it.
+    async fn compare_and_set(&self, key: &str, old: &[u8], new: &str, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let ttl = ttl.map(|t| t.as_millis().max(1).to_string()).unwrap_or_default();
+        let replaced: i64 = redis::cmd("EVAL")
+            .arg(COMPARE_AND_SET)
+            .arg(1)
+            .arg(key)
+            .arg(old)
+            .arg(new)
+            .arg(ttl)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(replaced == 1)
+    }
+
+    /// A JSON record and its raw bytes (for [`Store::compare_and_set`]).
+    async fn record<T: serde::de::DeserializeOwned>(&self, key: String) -> Result<Option<(Vec<u8>, T)>, StoreError> {
+        let raw: Option<Vec<u8>> = self.conn().get(&key).await?;
+        match raw {
+            None => Ok(None),
+            Some(raw) => match serde_json::from_slice(&raw) {
+                Ok(value) => Ok(Some((raw, value))),
+                Err(e) => Err(StoreError::Corrupt { key, problem: e.to_string() }),
+            },
+        }
+    }
+
+    /// Stores a new invitation for `ttl` and indexes it under both players.
+    pub async fn create_invitation(&self, invitation: &Invitation, ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(self.prefix.invitation(invitation.id.as_str())).arg(invitation.to_json()).arg("PX").arg(ttl_ms).ignore();
+        for user in [&invitation.from, &invitation.to] {
+            let index = self.prefix.user_invitations(user);
+            pipe.cmd("ZADD").arg(&index).arg(invitation.expires_ms).arg(invitation.id.as_str()).ignore();
+            // Invitations share one TTL, so the newest one expires last.
+            pipe.cmd("PEXPIRE").arg(&index).arg(ttl_ms).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// An invitation (with its stored bytes, for [`Store::replace_invitation`]); `None` once it
+    /// expired.
+    pub async fn invitation(&self, id: &InvitationId) -> Result<Option<(Vec<u8>, Invitation)>, StoreError> {
+        self.record(self.prefix.invitation(id.as_str())).await
+    }
+
+    /// Replaces an invitation (keeping its TTL) if it is still `old`; false when it changed or
+    /// expired meanwhile.
+    pub async fn replace_invitation(&self, old: &[u8], invitation: &Invitation) -> Result<bool, StoreError> {
+        self.compare_and_set(&self.prefix.invitation(invitation.id.as_str()), old, &invitation.to_json(), None).await
+    }
+
+    /// The live invitations `user` sent or received, oldest first.
+    pub async fn invitations_of(&self, user: &Name, now_ms: u64) -> Result<Vec<Invitation>, StoreError> {
+        let index = self.prefix.user_invitations(user);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&index).arg("-inf").arg(format!("({now_ms}")).ignore();
+        pipe.cmd("ZRANGEBYSCORE").arg(&index).arg(now_ms).arg("+inf");
+        let (ids,): (Vec<String>,) = pipe.query_async(&mut self.conn()).await?;
+        let keys: Vec<String> = ids
+            .iter()
+            .filter_map(|id| InvitationId::parse(id))
+            .map(|id| self.prefix.invitation(id.as_str()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn()).await?;
+        let mut invitations = Vec::with_capacity(raws.len());
+        for (key, raw) in keys.iter().zip(raws) {
+            match raw.map(|r| serde_json::from_slice::<Invitation>(&r)) {
+                Some(Ok(invitation)) => invitations.push(invitation),
+                Some(Err(e)) => tracing::warn!(key = %key, "skipping corrupt invitation: {e}"),
+                None => {}
+            }
+        }
+        invitations.sort_by_key(|i| i.created_ms);
+        Ok(invitations)
+    }
+
+    /// Stores a new game for `ttl`; false if the id is taken (never, with random ids).
+    pub async fn create_game(&self, game: &Game, ttl: Duration) -> Result<bool, StoreError> {
+        let created: Option<String> = redis::cmd("SET")
+            .arg(self.prefix.game(game.id.as_str()))
+            .arg(game.to_json())
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(created.is_some())
+    }
+
+    /// A game (with its stored bytes, for [`Store::replace_game`]); `None` once it expired.
+    pub async fn game(&self, id: &GameId) -> Result<Option<(Vec<u8>, Game)>, StoreError> {
+        self.record(self.prefix.game(id.as_str())).await
+    }
+
+    /// Replaces a game if it is still `old`, with a fresh `ttl`; false when another move came
+    /// first or it expired.
+    pub async fn replace_game(&self, old: &[u8], game: &Game, ttl: Duration) -> Result<bool, StoreError> {
+        self.compare_and_set(&self.prefix.game(game.id.as_str()), old, &game.to_json(), Some(ttl)).await
+    }
+
+    pub async fn delete_game(&self, id: &GameId) -> Result<(), StoreError> {
+        self.conn().del::<_, ()>(self.prefix.game(id.as_str())).await?;
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Address of the admin endpoint (/healthz, /readyz, /metrics). Keep it private.
-    #[arg(long, env = "CRIER_WS_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    #[arg(long, env = "CRIER_WS_ADMIN_LISTEN", default_value = "127.0.0.1:9191")]
     pub admin_listen: SocketAddr,
 
     /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
@@ -28,7 +28,8 @@ pub struct Config {
     #[arg(long, env = "CRIER_PREFIX", default_value = "")]
     pub prefix: String,
 
-    /// URL path prefix of the websocket endpoint (WEBSOCKET_URL); the facility follows it.
+    /// URL path prefix of the websocket endpoint (WEBSOCKET_URL); the facility follows it. Must
+    /// start and end with `/`.
     #[arg(long, env = "CRIER_WS_URL_PREFIX", default_value = "/ws/")]
     pub url_prefix: String,
 
@@ -50,11 +51,12 @@ pub struct Config {
     #[arg(long, env = "CRIER_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub ping_interval: Duration,
 
-    /// A client that sends nothing (not even a pong) for this long after a ping is closed.
+    /// A client that sends nothing (not even a pong) for this long after a ping is closed
+    /// (100ms to 10m).
     #[arg(long, env = "CRIER_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
 
-    /// Most websockets open at once in this process; further upgrades get 503.
+    /// Most websockets open at once in this process; further upgrades get 503 (1 to 10000000).
     #[arg(long, env = "CRIER_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
@@ -67,15 +69,17 @@ pub struct Config {
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
-    /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond).
+    /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond);
+    /// 125 bytes to 64 MiB.
     #[arg(long, env = "CRIER_MAX_MESSAGE_SIZE", default_value_t = 65_536)]
     pub max_message_size: usize,
 
-    /// Frames queued for one socket before it counts as a slow consumer and is closed.
+    /// Frames queued for one socket before it counts as a slow consumer and is closed with 1008
+    /// (1 to 1000000).
     #[arg(long, env = "CRIER_QUEUE_DEPTH", default_value_t = 1024)]
     pub queue_depth: usize,
 
-    /// Time a client has to send its upgrade request headers.
+    /// Time a client has to send its upgrade request headers (100ms to 5m).
     #[arg(long, env = "CRIER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
@@ -90,11 +94,12 @@ pub struct Config {
     #[arg(long, env = "CRIER_AUTH_URL")]
     pub auth_url: Option<String>,
 
-    /// How long the auth callback may take before the upgrade is refused with 503.
+    /// How long the auth callback may take before the upgrade is refused with 503 (10ms to 60s).
     #[arg(long, env = "CRIER_AUTH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub auth_timeout: Duration,
 
-    /// How long auth callback answers are reused for the same Cookie/Authorization (0: never).
+    /// How long auth callback answers are reused for the same Cookie/Authorization (0: never;
+    /// at most 1h).
     #[arg(long, env = "CRIER_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub auth_cache_ttl: Duration,
 
@@ -127,7 +132,7 @@ pub struct Config {
     #[arg(long, env = "CRIER_ECHO_TEST_FACILITY", hide = true)]
     pub echo_test_facility: Option<String>,
 
-    /// How long shutdown waits for sockets to close after sending them 1001.
+    /// How long shutdown waits for sockets to close after sending them 1001 (at most 10m).
     #[arg(long, env = "CRIER_DRAIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub drain_deadline: Duration,
 

@@ -81,9 +81,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
 
     let background = CancellationToken::new();
+    let (first_connected, redis_reached) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(
-        Subscriber { client, registry, dirty, metrics, cancel: background.clone() }.run(),
+        Subscriber { client, registry, dirty, metrics, cancel: background.clone(), first_connected: Some(first_connected) }
+            .run(),
     );
+    // systemd readiness: listening (the listeners are bound) and Redis reached.
+    tokio::spawn(async move {
+        if redis_reached.await.is_ok() {
+            service::notify::notify_ready();
+        }
+    });
     let presence_cancel = CancellationToken::new();
     let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
     let http_cancel = CancellationToken::new();
@@ -96,7 +104,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         listen = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "wsserver accepting websockets"
     );
-    service::notify::notify_ready();
 
     tokio::pin!(shutdown);
     loop {

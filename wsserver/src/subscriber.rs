@@ -36,6 +36,8 @@ pub struct Subscriber {
     pub dirty: DirtyChannels,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
+    /// Fired once, when the first connection to Redis is established (systemd readiness).
+    pub first_connected: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Subscriber {
@@ -97,6 +99,9 @@ impl Subscriber {
         }
         self.metrics.redis_up.store(1, Ordering::Relaxed);
         tracing::info!(channels = subscribed.len(), "redis pub/sub connected");
+        if let Some(first) = self.first_connected.take() {
+            let _ = first.send(());
+        }
         let mut probe = tokio::time::interval(PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

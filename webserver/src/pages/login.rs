@@ -9,24 +9,25 @@ use protocol::{Name, SessionRecord};
 use crate::accounts::{dummy_hash, verify_password};
 use crate::app::App;
 use crate::http::{cookie, escape_html, field, form_fields, read_body, see_other, text, Body};
-use crate::pages::layout::page;
+use crate::pages::chrome::{anonymous_header, Live};
 use crate::pages::session::{self, CSRF_COOKIE};
 use crate::random::{constant_time_eq, token};
 
 /// The login form. A fresh anonymous CSRF token goes into a cookie and a hidden field.
-pub fn form(status: StatusCode, message: Option<&str>, request: &hyper::HeaderMap) -> Response<Body> {
+pub fn form(app: &App, status: StatusCode, message: Option<&str>, request: &hyper::HeaderMap) -> Response<Body> {
     let csrf = cookie(request, CSRF_COOKIE).map(str::to_owned).filter(|t| t.len() == 64).unwrap_or_else(token);
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
         .unwrap_or_default();
     let body = format!(
-        "<main class=\"narrow\">\n<h1>Sign in</h1>\n{message}\n\
+        "{header}\n<main class=\"narrow\">\n<h1>Sign in</h1>\n{message}\n\
 <form method=\"post\" action=\"/login\">\n<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
 <label for=\"username\">User name</label>\n<input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\n\
 <label for=\"password\">Password</label>\n<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\n\
-<button type=\"submit\">Sign in</button>\n</form>\n</main>"
+<button type=\"submit\">Sign in</button>\n</form>\n</main>",
+        header = anonymous_header(),
     );
-    let mut response = page(status, "Sign in", &body, &[]);
+    let mut response = Live { app, headers: request, current: None }.page(status, "Sign in", &body, None, &[]);
     session::set_csrf_cookie(&mut response, &csrf, request);
     response
 }
@@ -41,7 +42,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let sent = field(&fields, "csrf").unwrap_or("");
     let expected = cookie(&headers, CSRF_COOKIE).unwrap_or("");
     if expected.is_empty() || !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
-        return form(StatusCode::FORBIDDEN, Some("Your form expired. Please sign in again."), &headers);
+        return form(&app, StatusCode::FORBIDDEN, Some("Your form expired. Please sign in again."), &headers);
     }
     let username = field(&fields, "username").unwrap_or("").trim();
     let password = field(&fields, "password").unwrap_or("");
@@ -50,7 +51,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Ok(account) => account,
             Err(e) => {
                 tracing::warn!("login: {e}");
-                return form(StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers);
+                return form(&app, StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers);
             }
         },
         Err(_) => None,
@@ -60,7 +61,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let Some(account) = account.filter(|_| verified) else {
         tracing::info!(user = %service::Escaped(username), "login refused");
         app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return form(StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
+        return form(&app, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
     };
     let record = SessionRecord { user: account.name.clone(), groups: account.groups.clone(), csrf: token() };
     match app.store.create_session(&record, app.config.session_ttl).await {
@@ -73,7 +74,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => {
             tracing::warn!("login: cannot create session: {e}");
-            form(StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers)
+            form(&app, StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers)
         }
     }
 }

@@ -1,7 +1,12 @@
 //! HTML pages. Every page is rendered from [`layout::page`], which sends no inline script or
-//! style, so a strict Content-Security-Policy applies.
+//! style, so a strict Content-Security-Policy applies. [`chrome`] holds what the live pages
+//! share; [`api`] the checks of the pages' JSON endpoints.
 
+pub mod admin;
+pub mod api;
+pub mod chrome;
+pub mod game;
 pub mod layout;
-pub mod home;
+pub mod lobby;
 pub mod login;
 pub mod session;

@@ -1,0 +1,86 @@
+//! The server's cost, read from /proc: CPU time (utime + stime of all its threads, from
+//! /proc/<pid>/stat) and resident memory (VmRSS from /proc/<pid>/status).
+
+use serde::{Deserialize, Serialize};
+
+/// Clock ticks per second of /proc/<pid>/stat times. Linux reports USER_HZ, 100 on every
+/// mainstream architecture.
+const TICKS_PER_SEC: u64 = 100;
+
+/// One server process to watch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Watched {
+    pub label: String,
+    pub pid: u32,
+}
+
+/// Parses `LABEL=PID` or `PID`.
+pub fn parse_watched(spec: &str) -> Result<Watched, String> {
+    let (label, pid) = match spec.split_once('=') {
+        Some((l, p)) => (l.trim().to_owned(), p.trim()),
+        None => (format!("pid{}", spec.trim()), spec.trim()),
+    };
+    let pid: u32 = pid.parse().map_err(|_| format!("--server-pid {spec:?}: not LABEL=PID"))?;
+    Ok(Watched { label, pid })
+}
+
+/// A reading of one process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sample {
+    pub cpu_us: u64,
+    pub rss_bytes: u64,
+    pub threads: u64,
+}
+
+/// Reads `/proc/<pid>`; None when the process is gone.
+pub fn sample(pid: u32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(parse(&stat, &status))
+}
+
+fn parse(stat: &str, status: &str) -> Sample {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_us = (tick(11) + tick(12)) * (1_000_000 / TICKS_PER_SEC);
+    let kb = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Sample { cpu_us, rss_bytes: kb("VmRSS:") * 1024, threads: kb("Threads:") }
+}
+
+/// Readings of every watched process, in order (missing processes read as zero).
+pub fn sample_all(watched: &[Watched]) -> Vec<Sample> {
+    watched.iter().map(|w| sample(w.pid).unwrap_or_default()).collect()
+}
+
+pub fn total_cpu_us(samples: &[Sample]) -> u64 {
+    samples.iter().map(|s| s.cpu_us).sum()
+}
+
+pub fn total_rss(samples: &[Sample]) -> u64 {
+    samples.iter().map(|s| s.rss_bytes).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stat_and_status() {
+        let stat = "1234 (my (odd) srv) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 3 0 100 1000 200";
+        let status = "Name:\tsrv\nVmRSS:\t   2048 kB\nThreads:\t3\n";
+        assert_eq!(parse(stat, status), Sample { cpu_us: 3_250_000, rss_bytes: 2_097_152, threads: 3 });
+        assert_eq!(parse_watched("ws=42").unwrap().pid, 42);
+        assert_eq!(parse_watched("42").unwrap().label, "pid42");
+        assert!(parse_watched("x=y").is_err());
+        assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
+    }
+}

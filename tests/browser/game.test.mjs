@@ -1,0 +1,334 @@
+// The lobby and game in a real browser: headless Chromium (Debian's, no download) driven by
+// playwright-core.
+//
+//   node tests/browser/game.test.mjs <front url>
+//
+// Run by tests/tests/browser.rs, which starts the stack (redis, wsserver with `--presence lobby`
+// and heartbeats, webserver, nginx), creates the accounts and passes:
+//   CRIER_PASSWORD    the password of alice, bob and admin (admin is in the group "admins")
+//   CRIER_ARTIFACTS   where screenshots go (lobby.png, game.png, ...; failure-*.png on failure)
+//   CRIER_CHROMIUM    the Chromium binary (default /usr/bin/chromium)
+// To act on the stack the script prints `@@crier <command>` and waits for a line on stdin
+// (`restart-wsserver`: stop wsserver and start it again on the same port).
+//
+// Exits 0 when every step passed; on failure prints the step, the pages' console and errors,
+// and writes screenshots.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const front = (process.argv[2] || '').replace(/\/$/, '');
+if (!front) {
+  console.error('usage: node game.test.mjs <front url>');
+  process.exit(2);
+}
+const password = process.env.CRIER_PASSWORD || 'correct horse battery';
+const artifacts = process.env.CRIER_ARTIFACTS || path.resolve('test-artifacts');
+const executablePath = process.env.CRIER_CHROMIUM || '/usr/bin/chromium';
+fs.mkdirSync(artifacts, { recursive: true });
+
+const STEP_TIMEOUT = 15_000;
+const GAME_URL = new RegExp('^' + front.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '/game/[0-9a-f]{32}$');
+
+// --- the control channel to the Rust test ---------------------------------------------------
+
+const stdinLines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function ask(command) {
+  console.log(`@@crier ${command}`);
+  const { value, done } = await stdinLines.next();
+  if (done || value.trim() !== 'ok') {
+    throw new Error(`the test did not carry out ${command}: ${done ? 'stdin closed' : value}`);
+  }
+}
+
+// --- pages and what they log ----------------------------------------------------------------
+
+const pages = {};
+const problems = [];
+const consoleLog = [];
+
+function watch(name, page) {
+  pages[name] = page;
+  page.on('console', (msg) => {
+    const line = `[${name} console.${msg.type()}] ${msg.text()}`;
+    consoleLog.push(line);
+    if (/Content Security Policy/i.test(msg.text())) problems.push(line);
+  });
+  page.on('pageerror', (error) => {
+    const line = `[${name} uncaught] ${error.stack || error}`;
+    consoleLog.push(line);
+    problems.push(line);
+  });
+  return page;
+}
+
+let currentStep = '(starting)';
+async function step(name, fn) {
+  currentStep = name;
+  const started = Date.now();
+  await fn();
+  console.log(`ok - ${name} (${Date.now() - started} ms)`);
+}
+
+async function screenshot(page, name) {
+  const file = path.join(artifacts, name);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`   screenshot: ${file}`);
+}
+
+// --- helpers --------------------------------------------------------------------------------
+
+async function login(page, user) {
+  await page.goto(`${front}/login`);
+  await page.getByLabel('User name').fill(user);
+  await page.getByLabel('Password').fill(password);
+  await Promise.all([page.waitForURL(`${front}/`), page.getByRole('button', { name: 'Sign in' }).click()]);
+  assert.equal(await page.locator('#me').textContent(), user);
+}
+
+async function waitLive(page) {
+  await page.locator('#conn[data-state="live"]').waitFor();
+}
+
+async function expectText(locator, expected) {
+  await locator.filter({ hasText: expected }).first().waitFor().catch(async (e) => {
+    const actual = await locator.first().textContent().catch(() => '(none)');
+    throw new Error(`expected text ${expected} in ${locator}, found ${JSON.stringify(actual)}: ${e.message}`);
+  });
+}
+
+function square(page, i) {
+  return page.locator(`#board button[data-square="${i}"]`);
+}
+
+async function expectMark(page, i, mark) {
+  await page.waitForFunction(
+    ([i, mark]) => document.querySelector(`#board button[data-square="${i}"]`).textContent === mark,
+    [i, mark],
+  );
+}
+
+/** Plays square `i` as `page`'s player and checks that both players see the mark. */
+async function move(page, other, i, mark) {
+  await square(page, i).click();
+  await expectMark(page, i, mark);
+  await expectMark(other, i, mark);
+  assert.equal(await page.locator('#game-message').textContent(), '', 'an accepted move leaves no message');
+}
+
+async function expectRefusal(page, i, text) {
+  await square(page, i).click();
+  await expectText(page.locator('#game-message'), text);
+}
+
+async function toastSeen(page, text) {
+  await expectText(page.locator('#toasts .toast'), text);
+}
+
+// --- the scenario ---------------------------------------------------------------------------
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+
+let failed = false;
+try {
+  const desktop = { viewport: { width: 1100, height: 720 } };
+  const contexts = {
+    alice: await browser.newContext(desktop),
+    bob: await browser.newContext(desktop),
+    admin: await browser.newContext({ viewport: { width: 390, height: 760 }, isMobile: true, hasTouch: true }),
+  };
+  for (const ctx of Object.values(contexts)) ctx.setDefaultTimeout(STEP_TIMEOUT);
+  const alice = watch('alice', await contexts.alice.newPage());
+  const bob = watch('bob', await contexts.bob.newPage());
+
+  await step('alice and bob sign in and land in the lobby', async () => {
+    await login(alice, 'alice');
+    await login(bob, 'bob');
+    await waitLive(alice);
+    await waitLive(bob);
+  });
+
+  await step('each sees the other online (initial list and live join)', async () => {
+    await alice.locator('#players li[data-user="bob"]').waitFor();
+    await bob.locator('#players li[data-user="alice"]').waitFor();
+    await expectText(bob.locator('#players li[data-user="bob"]'), '(you)');
+  });
+
+  await step('a JSON POST without the CSRF token is refused with a message', async () => {
+    const answer = await contexts.alice.request.post(`${front}/api/invite`, { data: { to: 'bob' } });
+    assert.equal(answer.status(), 403);
+    assert.match((await answer.json()).error, /CSRF/);
+  });
+
+  await step('bob may not open the admin page (403 with a message)', async () => {
+    const answer = await contexts.bob.request.get(`${front}/admin`);
+    assert.equal(answer.status(), 403);
+    assert.match(await answer.text(), /admins group only/);
+  });
+
+  await step('alice invites bob; only bob gets the invitation', async () => {
+    await alice.getByRole('button', { name: 'Invite bob to a game' }).click();
+    await expectText(alice.locator('#invitations li.outgoing'), 'Waiting for an answer');
+    await alice.getByRole('button', { name: 'Invited bob; waiting for an answer' }).waitFor();
+    await expectText(bob.locator('#invitations li.incoming.invitation-pending'), 'alice invites you to a game.');
+    await toastSeen(bob, 'alice invites you to a game of tic-tac-toe.');
+    assert.equal(await alice.locator('#invitations li.incoming').count(), 0, 'the inviter gets no invitation');
+  });
+
+  await step('inviting bob twice is refused with a message', async () => {
+    const csrf = await alice.locator('meta[name="csrf-token"]').getAttribute('content');
+    const answer = await contexts.alice.request.post(`${front}/api/invite`, {
+      data: { to: 'bob' },
+      headers: { 'X-CSRF-Token': csrf },
+    });
+    assert.equal(answer.status(), 409);
+    assert.match((await answer.json()).error, /already invited bob/);
+  });
+
+  await step('screenshot of the lobby', async () => {
+    await screenshot(bob, 'lobby.png');
+    await screenshot(alice, 'lobby-inviter.png');
+  });
+
+  let gameUrl;
+  await step('bob accepts; both are taken to the same new game', async () => {
+    await Promise.all([
+      alice.waitForURL(GAME_URL),
+      bob.waitForURL(GAME_URL),
+      bob.getByRole('button', { name: 'Accept the invitation from alice' }).click(),
+    ]);
+    gameUrl = alice.url();
+    assert.equal(bob.url(), gameUrl);
+    await waitLive(alice);
+    await waitLive(bob);
+    await expectText(alice.locator('#turn'), 'Your turn: you play X.');
+    await expectText(bob.locator('#turn'), 'Waiting for alice (X) to move.');
+  });
+
+  await step('a move out of turn is refused with a message', async () => {
+    await expectRefusal(bob, 0, "It is alice's turn, not yours");
+    await expectMark(alice, 0, '');
+  });
+
+  await step('alice plays the centre; bob sees it', async () => {
+    await move(alice, bob, 4, 'X');
+    await expectText(bob.locator('#turn'), 'Your turn: you play O.');
+  });
+
+  await step('a move on a taken square is refused with a message', async () => {
+    await expectRefusal(bob, 4, 'The square in row 2, column 2 is already taken');
+  });
+
+  await step('bob plays with the keyboard (arrow keys, Enter); alice sees it', async () => {
+    await square(bob, 4).focus();
+    await bob.keyboard.press('ArrowUp');
+    await bob.keyboard.press('ArrowLeft');
+    assert.equal(await bob.evaluate(() => document.activeElement.dataset.square), '0');
+    await bob.keyboard.press('Enter');
+    await expectMark(bob, 0, 'O');
+    await expectMark(alice, 0, 'O');
+  });
+
+  await step('the pages survive a wsserver restart and keep receiving', async () => {
+    for (const page of [alice, bob]) {
+      await page.evaluate(() => {
+        window.__connStates = [];
+        const el = document.getElementById('conn');
+        new MutationObserver(() => window.__connStates.push(el.dataset.state)).observe(el, { attributes: true });
+      });
+    }
+    await ask('restart-wsserver');
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(() => window.__connStates.includes('reconnecting'));
+      await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'live', null, { timeout: 30_000 });
+    }
+    await move(alice, bob, 2, 'X');
+    await move(bob, alice, 1, 'O');
+  });
+
+  await step('a reload restores the board from the server', async () => {
+    await bob.reload();
+    await waitLive(bob);
+    for (const [i, mark] of [[0, 'O'], [1, 'O'], [2, 'X'], [4, 'X'], [3, '']]) await expectMark(bob, i, mark);
+    await expectText(bob.locator('#turn'), 'Waiting for alice (X) to move.');
+  });
+
+  await step('alice completes the diagonal and wins; both see the end', async () => {
+    await move(alice, bob, 6, 'X');
+    await expectText(alice.locator('#turn'), 'You won!');
+    await expectText(bob.locator('#turn'), 'alice won.');
+    for (const page of [alice, bob]) {
+      assert.equal(await page.locator('#board button.win').count(), 3, 'the winning line is marked');
+    }
+  });
+
+  await step('a move after the end is refused with a message', async () => {
+    await expectRefusal(bob, 8, 'The game is over: alice won');
+    await expectMark(alice, 8, '');
+  });
+
+  await step('an admin notice reaches both players as a toast', async () => {
+    console.log(JSON.stringify(await alice.evaluate(() => window.Crier.sockets.map((s) => s.uri + ' ' + s.get_state()))));
+    const admin = watch('admin', await contexts.admin.newPage());
+    await login(admin, 'admin');
+    await admin.goto(`${front}/admin`);
+    await admin.getByLabel('Notice').fill('Server maintenance at 18:00. Finish your games!');
+    await Promise.all([admin.waitForURL(`${front}/admin?sent=1`), admin.getByRole('button', { name: 'Send to everyone' }).click()]);
+    await expectText(admin.locator('.success'), 'Notice sent');
+    await alice.waitForTimeout(1000);
+    console.log(await alice.locator('#toasts').innerHTML());
+    console.log(JSON.stringify(await alice.evaluate(() => { const t = document.querySelector('#toasts .toast'); const r = t.getBoundingClientRect(); const cs = getComputedStyle(t); const rr = document.getElementById('toasts').getBoundingClientRect(); return {r, rr, vis: cs.visibility, disp: cs.display, op: cs.opacity, anim: cs.animationName, vs: document.visibilityState}; })));
+    console.log('count', await alice.locator('#toasts .toast').count(), await alice.locator('#toasts .toast').filter({ hasText: 'Server maintenance at 18:00.' }).count(), await alice.locator('#toasts .toast').first().isVisible());
+    await toastSeen(alice, 'Server maintenance at 18:00.');
+    await toastSeen(bob, 'Server maintenance at 18:00.');
+    await toastSeen(admin, 'Server maintenance at 18:00.');
+    await screenshot(admin, 'admin-mobile.png');
+  });
+
+  await step('screenshots of the game', async () => {
+    await screenshot(alice, 'game.png');
+    await bob.setViewportSize({ width: 390, height: 760 });
+    await screenshot(bob, 'game-mobile.png');
+  });
+
+  await step('no script errors and no Content-Security-Policy violations', async () => {
+    assert.deepEqual(problems, []);
+  });
+} catch (error) {
+  failed = true;
+  console.error(`not ok - ${currentStep}`);
+  console.error(error && error.stack ? error.stack : error);
+  for (const [name, page] of Object.entries(pages)) {
+    try {
+      await screenshot(page, `failure-${name}.png`);
+      console.error(`[${name}] at ${page.url()}`);
+    } catch (e) {
+      console.error(`[${name}] no screenshot: ${e.message}`);
+    }
+  }
+  console.error('--- browser console ---');
+  for (const line of consoleLog) console.error(line);
+} finally {
+  await browser.close().catch(() => {});
+}
+if (!failed) {
+  console.log('all browser steps passed');
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,225 @@
+//! The real `wsserver` and `webserver` binaries as child processes, for what an in-process `run`
+//! cannot show: signal handling and exit codes (SIGTERM), and an instance dying outright
+//! (SIGKILL). The binaries are built once per test process with the same profile as the test
+//! (`cargo build --bin …`, a no-op when fresh); `CRIER_TEST_BIN_DIR` points at prebuilt ones
+//! instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::http;
+use crate::nginx::free_port;
+use crate::process::{signal, stop_child, tail};
+use crate::tempdir::TempDir;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The directory holding `wsserver` and `webserver`, built if needed.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("CRIER_TEST_BIN_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        // target/<profile>/deps/<test binary> → target/<profile>
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--quiet", "--bin", "wsserver", "--bin", "webserver"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("run cargo build for the server binaries");
+        assert!(
+            status.success(),
+            "cargo build --bin wsserver --bin webserver failed"
+        );
+        dir
+    })
+    .clone()
+}
+
+/// A server binary running as a child process (killed on drop).
+pub struct ServerProcess {
+    name: &'static str,
+    child: Option<Child>,
+    dir: TempDir,
+    /// The main listener (websockets for wsserver, HTTP for webserver).
+    pub addr: SocketAddr,
+    /// wsserver's admin listener (None for webserver).
+    pub admin: Option<SocketAddr>,
+    status: Option<ExitStatus>,
+}
+
+impl ServerProcess {
+    /// Starts `wsserver` on free loopback ports with `--redis-url redis_url` and `args`, and
+    /// waits until its /readyz answers 200.
+    pub async fn wsserver(redis_url: &str, args: &[&str]) -> ServerProcess {
+        let addr = free_port();
+        let admin = free_port();
+        let mut all = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--redis-url".into(),
+            redis_url.into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = ServerProcess::spawn("wsserver", &all, addr, Some(admin));
+        server
+            .wait_ready(&format!("http://{admin}/readyz"))
+            .await;
+        server
+    }
+
+    /// Starts `webserver` on a free loopback port with `--redis-url redis_url` and `args`,
+    /// and waits until its /healthz answers 200.
+    pub async fn webserver(redis_url: &str, args: &[&str]) -> ServerProcess {
+        let addr = free_port();
+        let mut all = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--redis-url".into(),
+            redis_url.into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = ServerProcess::spawn("webserver", &all, addr, None);
+        server.wait_ready(&format!("http://{addr}/healthz")).await;
+        server
+    }
+
+    fn spawn(
+        name: &'static str,
+        args: &[String],
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+    ) -> ServerProcess {
+        let bin = bin_dir().join(name);
+        let dir = TempDir::new(name).expect("temp dir for server logs");
+        let log = std::fs::File::create(dir.path().join("output.log")).expect("log file");
+        let child = Command::new(&bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        ServerProcess {
+            name,
+            child: Some(child),
+            dir,
+            addr,
+            admin,
+            status: None,
+        }
+    }
+
+    async fn wait_ready(&mut self, url: &str) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut ready = false;
+        while !self.has_exited() && Instant::now() < deadline {
+            if http::try_get(url).await.is_ok_and(|r| r.status == 200) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !self.has_exited(),
+            "{} exited during startup ({:?}); output:\n{}",
+            self.name,
+            self.status,
+            self.output()
+        );
+        assert!(
+            ready,
+            "{} did not answer 200 on {url} within {READY_TIMEOUT:?}; output:\n{}",
+            self.name,
+            self.output()
+        );
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.status = Some(status);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends a signal by name ("TERM", "KILL", …).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("process was started");
+        assert!(signal(pid, name), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit, up to `timeout`; its exit status, or None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.has_exited() {
+                return self.status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGKILLs the process (as a crash would) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            stop_child(child, "KILL", Duration::ZERO);
+        }
+        self.has_exited();
+    }
+
+    /// `http://<admin><path>` (wsserver only).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("wsserver has an admin listener"))
+    }
+
+    /// One unlabelled sample from this wsserver's /metrics.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = http::try_get(&self.admin_url("/metrics")).await.ok()?.body;
+        crate::prometheus::sample(&text, name)
+    }
+
+    /// The process's stdout and stderr so far (the end of it).
+    pub fn output(&self) -> String {
+        tail(&self.dir.path().join("output.log"), 8000)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, "KILL", Duration::ZERO);
+        }
+    }
+}
