@@ -23,6 +23,7 @@ pub mod stack;
 pub mod sync;
 pub mod tempdir;
 pub mod wait;
+pub mod web_session;
 pub mod ws;
 
 pub use http::HttpResponse;

@@ -377,7 +377,7 @@ async fn callback_down_answers_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_answers_are_cached_per_cookie_and_authorization() {
     let auth = AuthServer::start().await;
-    let stack = start(&auth, &["--auth-cache-ttl", "1s"]).await;
+    let stack = start(&auth, &["--auth-cache-ttl", "2s"]).await;
     let ok = |headers: &'static [(&'static str, &'static str)]| {
         let stack = &stack;
         async move {
@@ -422,13 +422,13 @@ async fn callback_answers_are_cached_per_cookie_and_authorization() {
     ok(&[("authorization", "Bearer flaky")]).await;
     assert_eq!(auth.count(), 7);
     assert!(
-        cached_at.elapsed() < Duration::from_secs(1),
-        "the steps above took over the 1 s TTL"
+        cached_at.elapsed() < Duration::from_secs(2),
+        "the steps above took over the 2 s TTL"
     );
 
     // After the TTL the callback is asked again.
     tokio::time::sleep(
-        Duration::from_secs(1).saturating_sub(cached_at.elapsed()) + Duration::from_millis(150),
+        Duration::from_secs(2).saturating_sub(cached_at.elapsed()) + Duration::from_millis(150),
     )
     .await;
     ok(&[("authorization", "Bearer ann")]).await;

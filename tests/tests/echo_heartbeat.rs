@@ -208,8 +208,8 @@ async fn idle_sockets_receive_the_heartbeat_every_interval() {
     let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
     for gap in &gaps {
         assert!(
-            *gap >= Duration::from_millis(700) && *gap <= Duration::from_millis(2000),
-            "heartbeats should be about 1 s apart: arrivals {arrivals:?}"
+            *gap >= Duration::from_millis(700) && *gap <= Duration::from_millis(2500),
+            "heartbeats should be about 1 s apart (the default is 4 s): arrivals {arrivals:?}"
         );
     }
 }

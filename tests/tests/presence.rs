@@ -17,7 +17,8 @@ const RECV: Duration = Duration::from_secs(5);
 
 async fn next_event(watcher: &mut WsClient) -> Value {
     let text = watcher.expect_text(RECV).await;
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("presence event is not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("presence event is not JSON ({e}): {text}"))
 }
 
 fn event(kind: &str, user: &str) -> Value {
@@ -43,7 +44,9 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     for (key, user) in [("sa1", "ann"), ("sa2", "ann"), ("sb", "bob")] {
         put_session(&stack.redis, stack.prefix(), key, user, &[]).await;
     }
-    let mut watcher = [stack.connect("/ws/presence/lobby?subscribe-broadcast").await];
+    let mut watcher = [stack
+        .connect("/ws/presence/lobby?subscribe-broadcast")
+        .await];
     stack.sync("broadcast:presence/lobby", &mut watcher).await;
     let [watcher] = &mut watcher;
     assert_eq!(

@@ -50,7 +50,7 @@ pub struct Config {
     pub websocket_url: String,
 
     /// Heartbeat string the pages' JS client sends and expects (must match wsserver's).
-    #[arg(long, env = "CRIER_HEARTBEAT")]
+    #[arg(long, env = "CRIER_HEARTBEAT", allow_hyphen_values = true)]
     pub heartbeat: Option<String>,
 
     /// How long a game is kept after its last move (1m to 7 days).

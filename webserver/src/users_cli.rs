@@ -64,7 +64,8 @@ pub async fn run(config: &Config, command: &UsersCommand) -> Result<String, User
                 let groups: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
                 out.push_str(&format!("{user}\t{}\n", groups.join(",")));
             }
-            Ok(out.trim_end().to_owned())
+            out.pop();
+            Ok(out)
         }
     }
 }

@@ -40,7 +40,7 @@ pub struct Config {
 
     /// Heartbeat string (WS4REDIS_HEARTBEAT). When set, a client frame equal to it is answered
     /// with it and never published, and idle sockets receive it every --heartbeat-interval.
-    #[arg(long, env = "CRIER_HEARTBEAT")]
+    #[arg(long, env = "CRIER_HEARTBEAT", allow_hyphen_values = true)]
     pub heartbeat: Option<String>,
 
     /// How long a socket may stay silent before it is sent the heartbeat string (1s to 1h).

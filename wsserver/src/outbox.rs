@@ -25,7 +25,7 @@ pub struct CloseReason {
 }
 
 /// Pending pongs beyond this are dropped (a client flooding pings gets fewer pongs).
-const MAX_CONTROL: usize = 8;
+const MAX_CONTROL: usize = 32;
 
 /// What happened to a pushed data frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
