@@ -4,13 +4,15 @@
 #
 # Usage: scripts/test.sh [extra args for cargo nextest run / cargo test]
 #
-# Installs redis-server, nginx and curl with apt-get when missing, then runs
+# Installs redis-server, nginx, curl, chromium and chromium-driver with apt-get when missing,
+# and the browser tests' node modules (`npm ci` in tests/browser), then runs
 # `cargo nextest run --workspace --no-fail-fast` (one build for all test binaries), or
 # `cargo test --workspace --no-fail-fast` when cargo-nextest is not installed.
 #
 # Exports for the tests (unless already set):
 #   CRIER_TEST_NGINX          path of the nginx binary (found in PATH or /usr/sbin)
 #   CRIER_TEST_REDIS_SERVER   path of the redis-server binary
+#   CRIER_TEST_CHROMIUM       path of the chromium binary (browser tests)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -31,6 +33,27 @@ CRIER_TEST_REDIS_SERVER=${CRIER_TEST_REDIS_SERVER:-$(find_tool redis-server)}
 export CRIER_TEST_NGINX CRIER_TEST_REDIS_SERVER
 log "nginx: $CRIER_TEST_NGINX"
 log "redis-server: $CRIER_TEST_REDIS_SERVER"
+
+# The browser tests (tests/tests/browser.rs): Debian's Chromium and ChromeDriver, and
+# playwright-core from tests/browser/package-lock.json (no browser download).
+ensure_packages chromium chromium-driver || {
+    log "error: could not install chromium and chromium-driver"
+    exit 1
+}
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        log "error: npm not found; the browser tests need Node.js 20 and npm"
+        exit 1
+    fi
+    log "installing the browser tests' node modules (npm ci in tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund) || {
+        log "error: npm ci in tests/browser failed"
+        exit 1
+    }
+fi
+CRIER_TEST_CHROMIUM=${CRIER_TEST_CHROMIUM:-$(find_tool chromium)}
+export CRIER_TEST_CHROMIUM
+log "chromium: $CRIER_TEST_CHROMIUM"
 
 # Many sockets in the end-to-end tests need many descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -41,7 +41,7 @@ pub struct Config {
     pub label: String,
 
     /// Websocket URL; `{channel}` is replaced by the client's channel id (audience channel).
-    #[arg(long, default_value = "ws://127.0.0.1:8081/ws/loadgen?subscribe-broadcast")]
+    #[arg(long, env = "LOADGEN_WS_URL", default_value = "ws://127.0.0.1:8081/ws/loadgen?subscribe-broadcast")]
     pub ws_url: String,
 
     /// Origin header sent with each upgrade (none when unset).
@@ -52,7 +52,7 @@ pub struct Config {
     pub audience: Audience,
 
     /// Crier facility the publisher addresses (must match the one in --ws-url).
-    #[arg(long, default_value = "loadgen")]
+    #[arg(long, env = "LOADGEN_FACILITY", default_value = "loadgen")]
     pub facility: String,
 
     /// Crier key prefix (CRIER_PREFIX), for channel and session names.
@@ -94,7 +94,7 @@ pub struct Config {
     pub publish: PublishVia,
 
     /// Publish endpoint: Crier's API URL, or the HTTP publisher template with `{channel}`.
-    #[arg(long, default_value = "http://127.0.0.1:8000/api/publish")]
+    #[arg(long, env = "LOADGEN_PUBLISH_URL", default_value = "http://127.0.0.1:8000/api/publish")]
     pub publish_url: String,
 
     /// Bearer token for --publish api.
@@ -102,7 +102,7 @@ pub struct Config {
     pub publish_token: String,
 
     /// Redis for --publish redis and for the session records of --audience user.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "LOADGEN_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
     /// Publish requests in flight at once (each on its own keep-alive connection; every channel
@@ -149,7 +149,7 @@ pub struct Config {
 
     /// Server processes to sample (/proc/<pid>/stat and status), as LABEL=PID or PID; repeatable
     /// or comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "LOADGEN_SERVER_PID", value_delimiter = ',')]
     pub server_pid: Vec<String>,
 
     /// Lifetime of the session records written for --audience user (seconds).

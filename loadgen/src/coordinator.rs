@@ -121,6 +121,7 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
     }
     let publisher = Publisher::new(cfg.clone()).await?;
     let before = procstat::sample_all(&watched);
+    let pss_before = if cfg.idle.is_some() { procstat::total_pss(&watched) } else { 0 };
 
     let shared = Rc::new(Shared {
         workers: RefCell::new(Vec::new()),
@@ -193,6 +194,7 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
             let t0 = Instant::now();
             tokio::time::sleep_until((t0 + hold).min(deadline).into()).await;
             let after = procstat::sample_all(&watched);
+            let pss_after = procstat::total_pss(&watched);
             let sockets = connections.connected.saturating_sub(shared.ended());
             let (rb, ra) = (procstat::total_rss(&before), procstat::total_rss(&after));
             idle = Some(IdleResult {
@@ -201,6 +203,9 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
                 rss_before: rb,
                 rss_after: ra,
                 rss_bytes_per_socket: (sockets > 0).then(|| (ra as f64 - rb as f64) / sockets as f64),
+                pss_before,
+                pss_after,
+                pss_bytes_per_socket: (sockets > 0 && pss_after > 0).then(|| (pss_after as f64 - pss_before as f64) / sockets as f64),
                 cpu_us_while_idle: procstat::total_cpu_us(&after).saturating_sub(procstat::total_cpu_us(&cpu0)),
             });
         }

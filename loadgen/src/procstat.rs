@@ -56,6 +56,25 @@ fn parse(stat: &str, status: &str) -> Sample {
     Sample { cpu_us, rss_bytes: kb("VmRSS:") * 1024, threads: kb("Threads:") }
 }
 
+/// Proportional set size (shared pages divided among the processes sharing them), from
+/// /proc/<pid>/smaps_rollup: unlike RSS it adds up correctly over processes that share memory,
+/// such as nginx workers sharing Nchan's store. 0 when unavailable.
+pub fn pss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub fn total_pss(watched: &[Watched]) -> u64 {
+    watched.iter().map(|w| pss_bytes(w.pid)).sum()
+}
+
 /// Readings of every watched process, in order (missing processes read as zero).
 pub fn sample_all(watched: &[Watched]) -> Vec<Sample> {
     watched.iter().map(|w| sample(w.pid).unwrap_or_default()).collect()

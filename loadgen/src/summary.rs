@@ -109,6 +109,10 @@ pub struct IdleResult {
     pub rss_before: u64,
     pub rss_after: u64,
     pub rss_bytes_per_socket: Option<f64>,
+    /// Proportional set size of the server processes (counts memory nginx workers share once).
+    pub pss_before: u64,
+    pub pss_after: u64,
+    pub pss_bytes_per_socket: Option<f64>,
     pub cpu_us_while_idle: u64,
 }
 
@@ -203,12 +207,13 @@ impl Summary {
         if let Some(i) = &self.idle {
             let _ = writeln!(
                 t,
-                "idle: {} sockets held {:.0}s; server RSS {:.1} MiB -> {:.1} MiB = {} per socket; CPU while idle {:.3}s",
+                "idle: {} sockets held {:.0}s; server RSS {:.1} MiB -> {:.1} MiB = {} per socket (PSS: {} per socket); CPU while idle {:.3}s",
                 i.sockets,
                 i.held_seconds,
                 mib(i.rss_before),
                 mib(i.rss_after),
                 i.rss_bytes_per_socket.map_or("-".into(), |b| format!("{b:.0} bytes")),
+                i.pss_bytes_per_socket.map_or("-".into(), |b| format!("{b:.0} bytes")),
                 i.cpu_us_while_idle as f64 / 1e6
             );
         }

@@ -76,7 +76,7 @@ async function step(name, fn) {
 
 async function screenshot(page, name) {
   const file = path.join(artifacts, name);
-  await page.screenshot({ path: file, fullPage: true });
+  await page.screenshot({ path: file, fullPage: true, animations: 'disabled' });
   console.log(`   screenshot: ${file}`);
 }
 
@@ -96,8 +96,9 @@ async function waitLive(page) {
 
 async function expectText(locator, expected) {
   await locator.filter({ hasText: expected }).first().waitFor().catch(async (e) => {
-    const actual = await locator.first().textContent().catch(() => '(none)');
-    throw new Error(`expected text ${expected} in ${locator}, found ${JSON.stringify(actual)}: ${e.message}`);
+    const actual = await locator.allTextContents().catch(() => []);
+    const where = Object.keys(pages).find((name) => pages[name] === locator.page()) || '?';
+    throw new Error(`${where}: expected ${JSON.stringify(expected)} in ${locator}, found ${JSON.stringify(actual)}: ${e.message}`);
   });
 }
 
@@ -159,6 +160,9 @@ try {
   const bob = watch('bob', await contexts.bob.newPage());
 
   await step('alice and bob sign in and land in the lobby', async () => {
+    await alice.goto(`${front}/login`);
+    await waitLive(alice);
+    await screenshot(alice, 'login.png');
     await login(alice, 'alice');
     await login(bob, 'bob');
     await waitLive(alice);
@@ -246,6 +250,9 @@ try {
     await expectMark(alice, 0, 'O');
   });
 
+  // Moves right after the restart may also reach a page through the state it fetches on
+  // reconnecting; the admin notice below has no such path, so it shows that the sockets
+  // themselves receive again.
   await step('the pages survive a wsserver restart and keep receiving', async () => {
     for (const page of [alice, bob]) {
       await page.evaluate(() => {
@@ -285,20 +292,14 @@ try {
   });
 
   await step('an admin notice reaches both players as a toast', async () => {
-    console.log(JSON.stringify(await alice.evaluate(() => window.Crier.sockets.map((s) => s.uri + ' ' + s.get_state()))));
     const admin = watch('admin', await contexts.admin.newPage());
     await login(admin, 'admin');
     await admin.goto(`${front}/admin`);
     await admin.getByLabel('Notice').fill('Server maintenance at 18:00. Finish your games!');
     await Promise.all([admin.waitForURL(`${front}/admin?sent=1`), admin.getByRole('button', { name: 'Send to everyone' }).click()]);
     await expectText(admin.locator('.success'), 'Notice sent');
-    await alice.waitForTimeout(1000);
-    console.log(await alice.locator('#toasts').innerHTML());
-    console.log(JSON.stringify(await alice.evaluate(() => { const t = document.querySelector('#toasts .toast'); const r = t.getBoundingClientRect(); const cs = getComputedStyle(t); const rr = document.getElementById('toasts').getBoundingClientRect(); return {r, rr, vis: cs.visibility, disp: cs.display, op: cs.opacity, anim: cs.animationName, vs: document.visibilityState}; })));
-    console.log('count', await alice.locator('#toasts .toast').count(), await alice.locator('#toasts .toast').filter({ hasText: 'Server maintenance at 18:00.' }).count(), await alice.locator('#toasts .toast').first().isVisible());
     await toastSeen(alice, 'Server maintenance at 18:00.');
     await toastSeen(bob, 'Server maintenance at 18:00.');
-    await toastSeen(admin, 'Server maintenance at 18:00.');
     await screenshot(admin, 'admin-mobile.png');
   });
 

@@ -440,7 +440,12 @@ async fn start_wsserver_at(
     let config = <wsserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("wsserver flags {args:?}: {e}"));
     let (websocket, ws_addr, admin, admin_addr) = match at {
-        Some((ws_addr, admin_addr)) => (bind_again(ws_addr).await, ws_addr, bind_again(admin_addr).await, admin_addr),
+        Some((ws_addr, admin_addr)) => (
+            bind_again(ws_addr).await,
+            ws_addr,
+            bind_again(admin_addr).await,
+            admin_addr,
+        ),
         None => {
             let (websocket, ws_addr) = bind().await;
             let (admin, admin_addr) = bind().await;

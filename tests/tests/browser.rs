@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use crier_tests::browser::{add_account, artifacts_dir, chromium, require_node_modules, NodeScript};
+use crier_tests::browser::{
+    add_account, artifacts_dir, chromium, require_node_modules, NodeScript,
+};
 use crier_tests::{Stack, StackOptions};
 
 const PASSWORD: &str = "correct horse battery";
@@ -26,14 +28,17 @@ async fn lobby_invitation_game_notice_and_reconnect_in_chromium() {
             .web_args(&["--heartbeat=--heartbeat--"]),
     )
     .await;
-    for (name, groups) in [("alice", &[][..]), ("bob", &[][..]), ("admin", &["admins"][..])] {
+    for (name, groups) in [
+        ("alice", &[][..]),
+        ("bob", &[][..]),
+        ("admin", &["admins"][..]),
+    ] {
         add_account(&stack.redis, stack.prefix(), name, PASSWORD, groups).await;
     }
 
     let front = stack.front_url("");
     let mut script = NodeScript::spawn(
-        "game.test.mjs",
-        &[&front],
+        &["game.test.mjs", &front],
         &[
             ("CRIER_PASSWORD", PASSWORD.to_owned()),
             ("CRIER_ARTIFACTS", artifacts_dir().display().to_string()),
@@ -44,7 +49,10 @@ async fn lobby_invitation_game_notice_and_reconnect_in_chromium() {
     loop {
         let request = tokio::time::timeout_at(deadline.into(), script.next_request()).await;
         match request {
-            Err(_) => panic!("the browser script ran over {SCRIPT_TIMEOUT:?}; its output:\n{}", script.output()),
+            Err(_) => panic!(
+                "the browser script ran over {SCRIPT_TIMEOUT:?}; its output:\n{}",
+                script.output()
+            ),
             Ok(None) => break,
             Ok(Some(request)) if request == "restart-wsserver" => {
                 stack.stop_wsserver().await.expect("wsserver stops cleanly");
@@ -60,5 +68,19 @@ async fn lobby_invitation_game_notice_and_reconnect_in_chromium() {
         "the browser script failed ({status:?}); its output:\n{}\nnginx error log:\n{}",
         script.output(),
         stack.nginx().error_log()
+    );
+}
+
+/// The JS client's own behaviour (backoff, heartbeats, URLs, the ws4redis API) against a fake
+/// WebSocket and clock: `node --test tests/browser/ws4redis.test.mjs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws4redis_js_client_unit_tests() {
+    let mut script = NodeScript::spawn(&["--test", "ws4redis.test.mjs"], &[]);
+    while script.next_request().await.is_some() {}
+    let status = script.wait(Duration::from_secs(60)).await;
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "node --test ws4redis.test.mjs failed ({status:?}):\n{}",
+        script.output()
     );
 }

@@ -181,7 +181,11 @@ impl Game {
 
     /// The mark to play next, while the game is on.
     pub fn turn(&self) -> Option<Mark> {
-        (self.status == Status::Playing).then(|| if self.moves.len() % 2 == 0 { Mark::X } else { Mark::O })
+        let mark = match self.moves.len() % 2 {
+            0 => Mark::X,
+            _ => Mark::O,
+        };
+        (self.status == Status::Playing).then_some(mark)
     }
 
     /// Plays `square` for `user`, or says why not. Checks, in order: player of this game, game

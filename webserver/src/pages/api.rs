@@ -2,6 +2,9 @@
 //! session's CSRF token in `X-CSRF-Token` (pages read it from `<meta name="csrf-token">`) and a
 //! JSON body. Every refusal is `{"error": "..."}` with a 4xx status, worded for the user.
 
+// The Err of these checks is the HTTP answer itself, returned at once: no point boxing it.
+#![allow(clippy::result_large_err)]
+
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;

@@ -28,7 +28,7 @@ pub fn page_with_meta(status: StatusCode, title: &str, body: &str, scripts: &[&s
     let document = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n{meta}<title>{title} · Crier</title>\n\
-<link rel=\"stylesheet\" href=\"/static/crier.css\">\n{scripts}</head>\n<body>\n{body}\n\
+<link rel=\"icon\" href=\"data:,\">\n<link rel=\"stylesheet\" href=\"/static/crier.css\">\n{scripts}</head>\n<body>\n{body}\n\
 <div id=\"toasts\" class=\"toasts\" aria-live=\"polite\" aria-label=\"Notifications\"></div>\n</body>\n</html>\n",
         title = escape_html(title),
     );

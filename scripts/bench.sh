@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Benchmark Crier against nginx + Nchan on this machine, in the same run, alternating the
+# systems, and print medians and Crier/Nchan ratios (the table BENCHMARKS.md shows).
+#
+# Usage: scripts/bench.sh [--no-build]
+#
+# Scenarios (BENCH_SCENARIOS, space-separated; default all, in this order):
+#   fanout1k     1,000 subscribers of one channel: latency at BENCH_FANOUT1K_RATE publishes/s,
+#                then the highest publish rate held without loss (search, x1.3 per step)
+#   fanout10k    10,000 subscribers of one channel: latency at 5 publishes/s, then the search
+#   overload1k   1,000 subscribers, 200 publishes/s asked: deliveries/s, loss
+#   idle         19,000 idle sockets held BENCH_IDLE_HOLD seconds: server memory per socket
+#   channels10k  10,000 clients each on its own channel (Crier: a logged-in user each), messages
+#                to random channels through each system's HTTP publish API: highest lossless rate
+# Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
+#   crier        wsserver + webserver (publish API) + redis-server
+#   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
+#   nchan-redis  nginx + Nchan with nchan_redis_server/nchan_redis_pass, + redis-server
+#
+# Environment:
+#   BENCH_SCALE=1         multiplies every client count (0.1 for a quick run)
+#   BENCH_RUNS=3          runs of every scenario and system; medians are reported
+#   BENCH_DURATION=5      seconds of publishing per phase
+#   BENCH_IDLE_HOLD=10    seconds the idle sockets are held
+#   BENCH_MAX_P99_MS=1000 a phase whose p99 exceeds this counts as a backlog (not held)
+#   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
+#   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
+#   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
+#   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
+#   BENCH_SERVER_NOFILE=20000            descriptor cap of every server process
+#
+# Every measurement starts its system fresh and stops it afterwards; Redis is flushed between
+# measurements. Each loadgen run is bounded by its own deadline and by `timeout`.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/deps.sh
+source "$ROOT/scripts/lib/deps.sh"
+# shellcheck source=lib/free-port.sh
+source "$ROOT/scripts/lib/free-port.sh"
+# shellcheck source=lib/bench-stack.sh
+source "$ROOT/scripts/lib/bench-stack.sh"
+
+usage() { sed -n '2,/^# shellcheck/{/^# shellcheck/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+BUILD=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --no-build) BUILD=0 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage >&2
+            die "unknown argument: $1"
+            ;;
+    esac
+    shift
+done
+
+SCALE=${BENCH_SCALE:-1}
+RUNS=${BENCH_RUNS:-3}
+DURATION=${BENCH_DURATION:-5}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-10}
+MAX_P99=${BENCH_MAX_P99_MS:-1000}
+FANOUT1K_RATE=${BENCH_FANOUT1K_RATE:-50}
+SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k idle channels10k}
+SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
+OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
+BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+
+ensure_packages redis-server redis-tools nginx libnginx-mod-nchan jq curl iproute2 ||
+    die "could not install the packages the benchmark needs"
+NGINX=$(find_tool nginx) || die "nginx is required"
+export NGINX
+[[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]] || die "the Nchan module is missing (libnginx-mod-nchan)"
+
+if [[ $BUILD -eq 1 ]]; then
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release -p crier-loadgen -p crier-wsserver -p crier-webserver)
+fi
+for b in loadgen wsserver webserver; do
+    [[ -x $BIN/$b ]] || die "$BIN/$b not found; run without --no-build"
+done
+# Clients need many descriptors: take the hard limit (loadgen splits into worker processes
+# below it).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+mkdir -p "$OUT"
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/crier-bench.XXXXXX")
+cleanup() {
+    bench_crier_stop 2>/dev/null || true
+    bench_nchan_stop 2>/dev/null || true
+    bench_redis_stop 2>/dev/null || true
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
+
+# Each loadgen run binds its clients to a fresh set of source addresses, so that sockets still in
+# TIME_WAIT from an earlier run never collide with new ones.
+SOURCE_SET=0
+next_sources() {
+    SOURCE_SET=$((SOURCE_SET + 1))
+    local a=$((20 + SOURCE_SET % 220))
+    printf '127.%d.0.1-127.%d.0.8' "$a" "$a"
+}
+
+# Loadgen arguments of a scenario (system-independent part).
+scenario_args() {
+    case $1 in
+        fanout1k)
+            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps 14"
+            ;;
+        fanout10k)
+            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps 14"
+            ;;
+        overload1k)
+            echo "-n $(scaled 1000) --rate 200"
+            ;;
+        idle)
+            echo "-n $(scaled 19000) --idle $IDLE_HOLD"
+            ;;
+        channels10k)
+            local n
+            n=$(scaled 10000)
+            echo "-n $n --channels $n --search-from 100 --search-factor 1.3 --search-steps 16"
+            ;;
+        *) die "unknown scenario $1" ;;
+    esac
+}
+
+# Loadgen arguments that point at a system (started by start_system).
+system_args() {
+    local system=$1 scenario=$2 pids publish
+    case $system in
+        crier)
+            local flag=subscribe-broadcast audience=broadcast
+            if [[ $scenario == channels10k ]]; then
+                flag=subscribe-user audience=user
+            fi
+            if [[ $scenario == idle ]]; then
+                pids="wsserver=$WS_PID" publish="--publish none"
+            else
+                pids="wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID"
+                publish="--publish api --publish-url http://127.0.0.1:$WEB_PORT/api/publish --publish-token $CRIER_TOKEN"
+            fi
+            echo "--ws-url ws://127.0.0.1:$WS_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
+                "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
+            ;;
+        nchan | nchan-redis)
+            pids="nginx=$NCHAN_MASTER_PID"
+            local p
+            for p in $NCHAN_WORKER_PIDS; do
+                pids="$pids,nginx-worker=$p"
+            done
+            publish="--publish http --publish-url http://127.0.0.1:$NCHAN_PORT/pub?id={channel}"
+            [[ $system == nchan-redis && $scenario != idle ]] && pids="$pids,redis=$REDIS_PID"
+            [[ $scenario == idle ]] && publish="--publish none"
+            echo "--audience channel --ws-url ws://127.0.0.1:$NCHAN_PORT/sub?id={channel} $publish --server-pid $pids"
+            ;;
+    esac
+}
+
+start_system() {
+    case $1 in
+        crier) bench_crier_start "$SCRATCH" "$BIN" ;;
+        nchan) bench_nchan_start "$SCRATCH" memory ;;
+        nchan-redis) bench_nchan_start "$SCRATCH" redis ;;
+    esac
+}
+
+stop_system() {
+    case $1 in
+        crier) bench_crier_stop ;;
+        nchan | nchan-redis) bench_nchan_stop ;;
+    esac
+    bench_redis_flush
+}
+
+# Redis connections held by wsserver (Crier) right now.
+redis_conns_of() {
+    ss -Htnp state established "( dport = :$REDIS_PORT )" 2>/dev/null | grep -c "pid=$1," || true
+}
+
+RESULTS=$OUT/results.tsv
+: >"$RESULTS"
+# record scenario system run metric value
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+
+extract() { # extract JSON scenario system run: append the scenario's metrics to results.tsv
+    local json=$1 scenario=$2 system=$3 run=$4
+    local best='([.phases[] | select(.held)] | max_by(.rate_asked))'
+    local fixed='([.phases[] | select(.kind == "fixed")] | first)'
+    local q
+    case $scenario in
+        fanout1k | fanout10k)
+            q="{max_rate: (.max_lossless_rate // 0),
+                p50_ms: $fixed.latency.p50_ms, p90_ms: $fixed.latency.p90_ms, p99_ms: $fixed.latency.p99_ms,
+                p999_ms: $fixed.latency.p999_ms, max_ms: $fixed.latency.max_ms,
+                cpu_us_per_delivery_fixed: $fixed.server_cpu_us_per_delivery,
+                cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
+                deliveries_per_sec_at_max: ($best.deliveries_per_sec // 0),
+                connect_failures: .connections.failed}"
+            ;;
+        overload1k)
+            q="{deliveries_per_sec: $fixed.deliveries_per_sec, lost: $fixed.lost, loss_pct: $fixed.loss_pct,
+                sockets_ended: $fixed.sockets_ended, publish_rate: $fixed.publish_rate,
+                p99_ms: $fixed.latency.p99_ms, cpu_us_per_delivery: $fixed.server_cpu_us_per_delivery,
+                connect_failures: .connections.failed}"
+            ;;
+        idle)
+            q="{sockets: .idle.sockets, pss_bytes_per_socket: .idle.pss_bytes_per_socket,
+                rss_bytes_per_socket: .idle.rss_bytes_per_socket,
+                server_mib_after: (.idle.rss_after / 1048576), connect_failures: .connections.failed}"
+            ;;
+        channels10k)
+            q="{max_rate: (.max_lossless_rate // 0),
+                cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
+                p99_ms_at_max: ($best.latency.p99_ms // null), connect_failures: .connections.failed}"
+            ;;
+    esac
+    jq -r "$q | to_entries[] | select(.value != null) | \"\(.key)\t\(.value)\"" "$json" | while IFS=$'\t' read -r k v; do
+        record "$scenario" "$system" "$run" "$k" "$v"
+    done
+}
+
+measure() { # measure scenario system run
+    local scenario=$1 system=$2 run=$3 base args rc=0
+    base="$OUT/run$run/$scenario-$system"
+    mkdir -p "$OUT/run$run"
+    start_system "$system" || die "$system did not start"
+    # shellcheck disable=SC2046  # word splitting of the argument strings is intended
+    args="$(scenario_args "$scenario") $(system_args "$system" "$scenario")"
+    log "run $run/$RUNS $scenario on $system"
+    # shellcheck disable=SC2086
+    timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
+        --max-p99 "$MAX_P99" --connect-rate 5000 --source-addrs "$(next_sources)" \
+        --json "$base.json" --svg "$base.svg" >"$base.txt" 2>"$base.log" &
+    local lg=$! max_conns=0 n
+    while kill -0 "$lg" 2>/dev/null; do
+        if [[ $system == crier ]]; then
+            n=$(redis_conns_of "$WS_PID")
+            ((n > max_conns)) && max_conns=$n
+        fi
+        sleep 1
+    done
+    wait "$lg" || rc=$?
+    [[ $system == crier ]] && record "$scenario" "$system" "$run" redis_conns_per_wsserver "$max_conns"
+    stop_system "$system"
+    if [[ ! -s $base.json ]]; then
+        log "loadgen failed (exit $rc) for $scenario on $system; see $base.log"
+        tail -n 5 "$base.log" >&2 || true
+        return 0
+    fi
+    ((rc == 0)) || log "loadgen exit $rc for $scenario on $system (see $base.txt)"
+    extract "$base.json" "$scenario" "$system" "$run"
+    sed -n '/^ ph /,$p' "$base.txt" | head -n 20 >&2 || true
+}
+
+bench_redis_start "$SCRATCH"
+{
+    echo "command: BENCH_SCALE=$SCALE BENCH_RUNS=$RUNS BENCH_DURATION=$DURATION scripts/bench.sh"
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "nginx: $("$NGINX" -v 2>&1 | sed 's/.*version: //'), nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), redis: $(redis-server --version | awk '{print $3}')"
+    echo "crier: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+} | tee "$OUT/machine.txt" >&2
+read -r -a system_list <<<"$SYSTEMS"
+for ((run = 1; run <= RUNS; run++)); do
+    for scenario in $SCENARIOS; do
+        # Alternate which system goes first, so that neither always meets a warmer machine.
+        order=("${system_list[@]}")
+        if ((run % 2 == 0)); then
+            mapfile -t order < <(printf '%s\n' "${system_list[@]}" | tac)
+        fi
+        for system in "${order[@]}"; do
+            measure "$scenario" "$system" "$run"
+        done
+    done
+done
+
+# Medians over the runs, and the ratios Crier / Nchan (memory) and Crier / Nchan (redis).
+awk -F'\t' -v systems="$SYSTEMS" '
+    { key = $1 SUBSEP $4; vals[$1, $2, $4] = vals[$1, $2, $4] " " $5; if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
+    function median(s,    a, k, i, j, t) {
+        k = split(s, a, " ")
+        if (k == 0) return ""
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    function fmt(v) { if (v == "") return "-"; if (v + 0 == int(v + 0) && v + 0 < 1e12) return sprintf("%d", v); return sprintf("%.3g", v) }
+    END {
+        ns = split(systems, sys, " ")
+        printf "| scenario | metric |"
+        for (i = 1; i <= ns; i++) printf " %s |", sys[i]
+        printf " crier/nchan | crier/nchan-redis |\n|---|---|"
+        for (i = 1; i <= ns; i++) printf "---|"
+        printf "---|---|\n"
+        for (o = 1; o <= n; o++) {
+            split(order[o], km, SUBSEP)
+            printf "| %s | %s |", km[1], km[2]
+            delete m
+            for (i = 1; i <= ns; i++) { m[sys[i]] = median(vals[km[1], sys[i], km[2]]); printf " %s |", fmt(m[sys[i]]) }
+            for (r = 1; r <= 2; r++) {
+                other = (r == 1) ? "nchan" : "nchan-redis"
+                if (m["crier"] != "" && m[other] != "" && m[other] + 0 != 0) printf " %.2f |", m["crier"] / m[other]
+                else printf " - |"
+            }
+            printf "\n"
+        }
+    }' "$RESULTS" | tee "$OUT/table.md"
+log "results: $OUT (table.md, results.tsv, per-run JSON/text/SVG/logs)"

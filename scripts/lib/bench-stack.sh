@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# Start and stop the systems scripts/bench.sh compares, each fresh for every measurement, all on
+# 127.0.0.1 in one scratch directory. Source it; it defines functions only. Needs free-port.sh.
+#
+#   bench_redis_start DIR            redis-server (no persistence) on a free port: REDIS_PORT, REDIS_PID
+#   bench_redis_flush                FLUSHALL between measurements
+#   bench_redis_stop
+#   bench_crier_start DIR BIN_DIR    wsserver + webserver on free ports, waits for /readyz:
+#                                    WS_PORT, WS_ADMIN_PORT, WEB_PORT, WS_PID, WEB_PID, CRIER_TOKEN
+#   bench_crier_stop
+#   bench_nchan_start DIR memory|redis
+#                                    nginx + Nchan (bench/nchan.conf.template): NCHAN_PORT,
+#                                    NCHAN_MASTER_PID, NCHAN_WORKER_PIDS (space-separated)
+#   bench_nchan_stop
+#
+# Every server gets the same descriptor cap (BENCH_SERVER_NOFILE, default 20000) and the same
+# number of worker threads/processes (BENCH_SERVER_WORKERS, default: number of cores).
+
+_bench_log() { printf '[bench] %s\n' "$*" >&2; }
+
+BENCH_SERVER_NOFILE=${BENCH_SERVER_NOFILE:-20000}
+BENCH_SERVER_WORKERS=${BENCH_SERVER_WORKERS:-$(nproc)}
+
+# _bench_wait_port PORT SECONDS: wait until something accepts on 127.0.0.1:PORT.
+_bench_wait_port() {
+    local port=$1 secs=$2 i
+    for ((i = 0; i < secs * 20; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# _bench_kill PID SECONDS: SIGTERM, wait, then SIGKILL (only the given process).
+_bench_kill() {
+    local pid=$1 secs=${2:-10} i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < secs * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    _bench_log "pid $pid did not stop within ${secs}s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+bench_redis_start() {
+    local dir=$1
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --maxclients 10000 --daemonize no --logfile "$dir/redis.log" &
+    REDIS_PID=$!
+    _bench_wait_port "$REDIS_PORT" 10 || { _bench_log "redis did not start"; return 1; }
+}
+
+bench_redis_flush() {
+    redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+}
+
+bench_redis_stop() {
+    _bench_kill "${REDIS_PID:-}" 10
+    REDIS_PID=''
+}
+
+bench_crier_start() {
+    local dir=$1 bin=$2 ports i
+    ports=$(free_ports 3)
+    read -r WS_PORT WS_ADMIN_PORT WEB_PORT <<<"$ports"
+    CRIER_TOKEN=bench-token-0123456789abcdef
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
+            --listen "127.0.0.1:$WS_PORT" --admin-listen "127.0.0.1:$WS_ADMIN_PORT" \
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
+    ) >"$dir/wsserver.log" 2>&1 &
+    WS_PID=$!
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
+            --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+    ) >"$dir/webserver.log" 2>&1 &
+    WEB_PID=$!
+    for ((i = 0; i < 200; i++)); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WS_ADMIN_PORT/readyz" 2>/dev/null) == 200 ]] &&
+            _bench_wait_port "$WEB_PORT" 1; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    _bench_log "crier did not become ready; see $dir/wsserver.log and $dir/webserver.log"
+    return 1
+}
+
+bench_crier_stop() {
+    _bench_kill "${WS_PID:-}" 20
+    _bench_kill "${WEB_PID:-}" 10
+    WS_PID=''
+    WEB_PID=''
+}
+
+bench_nchan_start() {
+    local dir=$1 variant=$2 root user_line="" upstream="" pass="" i
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    NCHAN_PORT=$(free_port)
+    mkdir -p "$dir/nchan"
+    if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
+        user_line="user root;"
+    fi
+    if [[ $variant == redis ]]; then
+        upstream="upstream nchan_redis { nchan_redis_server redis://127.0.0.1:$REDIS_PORT; }"
+        pass="nchan_redis_pass nchan_redis;"
+    fi
+    sed -e "s|@USER_LINE@|$user_line|" -e "s|@DIR@|$dir/nchan|g" -e "s|@WORKERS@|$BENCH_SERVER_WORKERS|" \
+        -e "s|@PORT@|$NCHAN_PORT|" -e "s|@REDIS_UPSTREAM@|$upstream|" -e "s|@REDIS_PASS@|$pass|" \
+        "$root/bench/nchan.conf.template" >"$dir/nchan/nginx.conf"
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec "${NGINX:-nginx}" -c "$dir/nchan/nginx.conf" -p "$dir/nchan"
+    ) >"$dir/nchan/stdout.log" 2>&1 &
+    NCHAN_MASTER_PID=$!
+    _bench_wait_port "$NCHAN_PORT" 10 || { _bench_log "nginx+nchan did not start; see $dir/nchan/error.log"; return 1; }
+    NCHAN_WORKER_PIDS=
+    for ((i = 0; i < 100; i++)); do
+        NCHAN_WORKER_PIDS=$(pgrep -P "$NCHAN_MASTER_PID" | tr '\n' ' ')
+        [[ $(wc -w <<<"$NCHAN_WORKER_PIDS") -ge $BENCH_SERVER_WORKERS ]] && break
+        sleep 0.05
+    done
+    if [[ $variant == redis ]]; then
+        # Nchan connects to Redis lazily; a first publish makes sure it is ready.
+        for ((i = 0; i < 100; i++)); do
+            [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -d warmup "http://127.0.0.1:$NCHAN_PORT/pub?id=warmup") == 20* ]] && return 0
+            sleep 0.1
+        done
+        _bench_log "nchan could not publish through redis; see $dir/nchan/error.log"
+        return 1
+    fi
+}
+
+bench_nchan_stop() {
+    _bench_kill "${NCHAN_MASTER_PID:-}" 20
+    NCHAN_MASTER_PID=''
+    NCHAN_WORKER_PIDS=''
+}
