@@ -226,7 +226,17 @@ async fn write_loop(
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
             let since = stamp.pending_since_us.swap(0, Ordering::Relaxed);
             if !batch.frames.is_empty() {
-                if write_all(&mut wr, &batch.frames).await.is_err() {
+                // A peer that stops reading blocks this write; an urgent close (its queue
+                // overflowed, it stopped answering pings) abandons it and drops the connection,
+                // since a close frame can no longer follow a half-written frame.
+                let written = tokio::select! {
+                    r = write_all(&mut wr, &batch.frames) => r.is_ok(),
+                    () = outbox.urgent() => {
+                        tracing::debug!("abandoning a write the peer does not take");
+                        false
+                    }
+                };
+                if !written {
                     break None;
                 }
                 last_write = Instant::now();
@@ -287,7 +297,8 @@ async fn write_loop(
         }
     };
     if let Some(close) = close {
-        let sent = write_all(&mut wr, &[frame::close(close.code, close.reason)]).await.is_ok();
+        let close_frame = [frame::close(close.code, close.reason)];
+        let sent = matches!(tokio::time::timeout(CLOSE_GRACE, write_all(&mut wr, &close_frame)).await, Ok(Ok(())));
         if sent && !reader_done.is_cancelled() {
             let _ = tokio::time::timeout(CLOSE_GRACE, reader_done.cancelled()).await;
         }

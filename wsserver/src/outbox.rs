@@ -47,6 +47,9 @@ pub struct Outbox {
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
+    /// Woken when the socket must close without waiting for a write in progress (overflow,
+    /// protocol error, dead peer): the writer abandons a write the peer is not taking.
+    urgent: Notify,
 }
 
 struct State {
@@ -54,6 +57,7 @@ struct State {
     frames: VecDeque<Bytes>,
     control: VecDeque<Bytes>,
     closing: Option<CloseReason>,
+    urgent: bool,
 }
 
 /// One batch for the writer.
@@ -68,8 +72,15 @@ impl Outbox {
     pub fn new(depth: usize) -> Outbox {
         Outbox {
             shared: Arc::new(Shared {
-                state: Mutex::new(State { depth, frames: VecDeque::new(), control: VecDeque::new(), closing: None }),
+                state: Mutex::new(State {
+                    depth,
+                    frames: VecDeque::new(),
+                    control: VecDeque::new(),
+                    closing: None,
+                    urgent: false,
+                }),
                 wake: Notify::new(),
+                urgent: Notify::new(),
             }),
         }
     }
@@ -87,8 +98,10 @@ impl Outbox {
         if state.frames.len() >= state.depth {
             state.frames = VecDeque::new();
             state.closing = Some(SLOW_CONSUMER);
+            state.urgent = true;
             drop(state);
             self.shared.wake.notify_one();
+            self.shared.urgent.notify_waiters();
             return Pushed::Overflowed;
         }
         state.frames.push_back(frame);
@@ -143,8 +156,24 @@ impl Outbox {
         if state.closing.is_none() {
             state.closing = Some(reason);
         }
+        state.urgent = true;
         drop(state);
         self.shared.wake.notify_one();
+        self.shared.urgent.notify_waiters();
+    }
+
+    /// Resolves once the socket must close urgently (see [`Outbox::close_now`]); used to
+    /// abandon a write the peer does not take.
+    pub async fn urgent(&self) {
+        loop {
+            let notified = self.shared.urgent.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().urgent {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -203,6 +232,19 @@ mod tests {
         assert!(o.take_batch(&mut b, 1 << 20));
         assert!(b.frames.is_empty());
         assert_eq!(b.close, Some(SLOW_CONSUMER));
+    }
+
+    #[tokio::test]
+    async fn overflow_is_urgent() {
+        let o = Outbox::new(1);
+        o.push(Bytes::from_static(b"1"));
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.urgent().await }
+        });
+        tokio::task::yield_now().await;
+        o.push(Bytes::from_static(b"2"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
     #[test]
