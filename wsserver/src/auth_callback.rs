@@ -37,8 +37,11 @@ pub struct AuthCallback {
     timeout: Duration,
     cache_ttl: Duration,
     client: Client<HttpConnector, Empty<Bytes>>,
-    cache: Arc<Mutex<HashMap<(Option<Bytes>, Option<Bytes>), (Instant, Answer)>>>,
+    cache: Arc<Mutex<HashMap<CacheKey, (Instant, Answer)>>>,
 }
+
+/// The forwarded Cookie and Authorization values.
+type CacheKey = (Option<Bytes>, Option<Bytes>);
 
 impl AuthCallback {
     pub fn new(url: Uri, timeout: Duration, cache_ttl: Duration) -> AuthCallback {

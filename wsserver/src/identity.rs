@@ -20,7 +20,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 #[derive(Clone)]
 pub enum IdentitySource {
     Sessions(SessionIdentities),
-    Callback(crate::auth_callback::AuthCallback),
+    Callback(Box<crate::auth_callback::AuthCallback>),
 }
 
 impl IdentitySource {

@@ -256,7 +256,7 @@ mod tests {
         o.push_front(vec![Bytes::from_static(b"r"), Bytes::from_static(b"a")]);
         let mut b = Batch::default();
         o.take_batch(&mut b, 2);
-        assert_eq!(b.frames, ["p", "r", "a"].map(|s| Bytes::from(s)));
+        assert_eq!(b.frames, ["p", "r", "a"].map(Bytes::from));
         assert_eq!(b.close, None);
     }
 }

@@ -55,11 +55,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         config.presence_ttl,
     );
     let identities = match &config.auth_url {
-        Some(url) => IdentitySource::Callback(AuthCallback::new(
+        Some(url) => IdentitySource::Callback(Box::new(AuthCallback::new(
             url.parse().expect("validated"),
             config.auth_timeout,
             config.auth_cache_ttl,
-        )),
+        ))),
         None => IdentitySource::Sessions(SessionIdentities { store: store.clone(), prefix: prefix.clone() }),
     };
     let app = Arc::new(App {
