@@ -9,7 +9,7 @@
 #   SOAK_SECONDS        churn duration (default 600)
 #   SOAK_SOCKETS        concurrent sockets (default 2000)
 #   SOAK_CHANNELS       facilities the sockets spread over (default 50)
-#   SOAK_WARMUP         warm-up churn before the "before" sample, in seconds (default 30)
+#   SOAK_WARMUP         warm-up churn before the "before" sample, in seconds (default 60)
 #   SOAK_TOLERANCE_PCT  allowed RSS and fd difference between before and after (default 5)
 #   SOAK_SAMPLE_EVERY   seconds between samples during the churn (default 10)
 #
@@ -34,7 +34,7 @@ source "$ROOT/scripts/lib/free-port.sh"
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_SOCKETS=${SOAK_SOCKETS:-2000}
 SOAK_CHANNELS=${SOAK_CHANNELS:-50}
-SOAK_WARMUP=${SOAK_WARMUP:-30}
+SOAK_WARMUP=${SOAK_WARMUP:-60}
 SOAK_TOLERANCE_PCT=${SOAK_TOLERANCE_PCT:-5}
 SOAK_SAMPLE_EVERY=${SOAK_SAMPLE_EVERY:-10}
 PREFIX=soak
@@ -56,10 +56,16 @@ cargo build --quiet --release --bin wsserver
 cargo build --quiet --release -p crier-tests --example churn
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crier-soak.XXXXXX")
-REDIS_PID= WS_PID=
+REDIS_PID='' WS_PID=''
+# shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
-    [[ -n $WS_PID ]] && kill -TERM "$WS_PID" 2>/dev/null && wait "$WS_PID" 2>/dev/null
-    [[ -n $REDIS_PID ]] && kill -TERM "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+    local pid
+    for pid in "$WS_PID" "$REDIS_PID"; do
+        if [[ -n $pid ]]; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT

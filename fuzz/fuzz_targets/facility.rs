@@ -9,8 +9,15 @@ fuzz_target!(|path: &str| {
     for prefix in ["/ws/", "/"] {
         if let Ok(facility) = Facility::from_path(path, prefix) {
             let s = facility.as_str();
-            assert!(s.len() <= Facility::MAX_LEN, "{} bytes from {path:?}", s.len());
-            assert!(!s.chars().any(char::is_control), "control character from {path:?}");
+            assert!(
+                s.len() <= Facility::MAX_LEN,
+                "{} bytes from {path:?}",
+                s.len()
+            );
+            assert!(
+                !s.chars().any(char::is_control),
+                "control character from {path:?}"
+            );
             assert_eq!(Facility::parse(s).as_ref(), Ok(&facility));
         }
     }

@@ -9,5 +9,8 @@ fuzz_target!(|query: &str| {
     let flags = Flags::from_query(query);
     let canonical: Vec<String> = flags.iter().map(|f| f.name()).collect();
     let again = Flags::from_query(&canonical.join("&"));
-    assert_eq!(flags, again, "round trip of {query:?} through {canonical:?}");
+    assert_eq!(
+        flags, again,
+        "round trip of {query:?} through {canonical:?}"
+    );
 });

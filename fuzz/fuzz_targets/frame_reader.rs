@@ -33,20 +33,34 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..=data.len() {
         match block_on(reader.next_message(&mut io)) {
             Ok(Message::Text(text)) => {
-                assert!(text.len() <= max, "text of {} bytes, limit {max}", text.len());
-                assert!(std::str::from_utf8(&text).is_ok(), "invalid UTF-8 passed as text");
+                assert!(
+                    text.len() <= max,
+                    "text of {} bytes, limit {max}",
+                    text.len()
+                );
+                assert!(
+                    std::str::from_utf8(&text).is_ok(),
+                    "invalid UTF-8 passed as text"
+                );
             }
             Ok(Message::Binary(bytes)) => assert!(bytes.len() <= max),
             Ok(Message::Ping(payload)) => assert!(payload.len() <= 125),
             Ok(Message::Pong) => {}
             Ok(Message::Close(code)) => {
                 if let Some(code) = code {
-                    assert!(matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999), "close {code}");
+                    assert!(
+                        matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999),
+                        "close {code}"
+                    );
                 }
             }
             Err(ReadError::Gone) => return,
             Err(ReadError::Violation(v)) => {
-                assert!(matches!(v.code, 1002 | 1007 | 1009), "violation code {}", v.code);
+                assert!(
+                    matches!(v.code, 1002 | 1007 | 1009),
+                    "violation code {}",
+                    v.code
+                );
                 return;
             }
         }

@@ -11,7 +11,9 @@ fn safe(name: &str) -> bool {
 }
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(identity) = Identity::from_json(body) else { return };
+    let Ok(identity) = Identity::from_json(body) else {
+        return;
+    };
     if let Some(user) = &identity.user {
         assert!(safe(user.as_str()), "user {user:?}");
     } else {
@@ -20,7 +22,10 @@ fuzz_target!(|body: &[u8]| {
     for group in &identity.groups {
         assert!(safe(group.as_str()), "group {group:?}");
     }
-    assert!(identity.groups.windows(2).all(|w| w[0] < w[1]), "groups not sorted and unique");
+    assert!(
+        identity.groups.windows(2).all(|w| w[0] < w[1]),
+        "groups not sorted and unique"
+    );
     if let Some(session) = &identity.session {
         assert!(safe(session.as_str()), "session {session:?}");
     }

@@ -50,6 +50,7 @@ struct Stats {
     receive_errors: AtomicU64,
     messages: AtomicU64,
     published: AtomicU64,
+    publish_errors: AtomicU64,
 }
 
 fn channel(prefix: &str, facility: &str) -> String {
@@ -60,11 +61,21 @@ fn channel(prefix: &str, facility: &str) -> String {
     }
 }
 
-async fn publisher(args: Arc<Args>, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+async fn publisher(
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(args.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    // The churn loads the machine; a slow round is not a failure (the default is 500 ms).
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     let mut round = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(args.publish_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Relaxed) {
         tick.tick().await;
         let mut pipe = redis::pipe();
@@ -72,16 +83,31 @@ async fn publisher(args: Arc<Args>, stats: Arc<Stats>, stop: Arc<AtomicBool>) ->
             let name = channel(&args.prefix, &format!("soak-{k}"));
             let message = format!("tick-{round}");
             pipe.cmd("PUBLISH").arg(&name).arg(&message).ignore();
-            pipe.cmd("SET").arg(&name).arg(&message).arg("EX").arg(120).ignore();
+            pipe.cmd("SET")
+                .arg(&name)
+                .arg(&message)
+                .arg("EX")
+                .arg(120)
+                .ignore();
         }
-        pipe.query_async::<()>(&mut conn).await?;
-        stats.published.fetch_add(args.channels as u64, Relaxed);
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                stats.published.fetch_add(args.channels as u64, Relaxed);
+            }
+            Err(e) => {
+                if stats.publish_errors.fetch_add(1, Relaxed) == 0 {
+                    eprintln!("churn: publishing failed ({e}); retrying every round");
+                }
+            }
+        }
         round += 1;
     }
     // Leave no stored messages behind.
     let mut pipe = redis::pipe();
     for k in 0..args.channels {
-        pipe.cmd("DEL").arg(channel(&args.prefix, &format!("soak-{k}"))).ignore();
+        pipe.cmd("DEL")
+            .arg(channel(&args.prefix, &format!("soak-{k}")))
+            .ignore();
     }
     pipe.query_async::<()>(&mut conn).await?;
     Ok(())
@@ -109,7 +135,7 @@ async fn cycle(args: &Args, stats: &Stats, worker: usize, n: u64) -> Result<(), 
             }
         }
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         ws.close().await;
     } else {
         ws.abort();
@@ -119,25 +145,33 @@ async fn cycle(args: &Args, stats: &Stats, worker: usize, n: u64) -> Result<(), 
 
 async fn worker(args: Arc<Args>, stats: Arc<Stats>, worker: usize, deadline: Instant) {
     // Spread the first connects over the first second.
-    tokio::time::sleep(Duration::from_micros((worker as u64 * 1_000_000) / args.sockets as u64)).await;
+    tokio::time::sleep(Duration::from_micros(
+        (worker as u64 * 1_000_000) / args.sockets as u64,
+    ))
+    .await;
     let mut n = 0u64;
     while Instant::now() < deadline {
         let failed = cycle(&args, &stats, worker, n).await.is_err();
         stats.cycles.fetch_add(1, Relaxed);
         n += 1;
         // Back off a little after a failure, as a real client would.
-        let pause = if failed { 200 } else { (worker as u64 * 7 + n * 13) % 50 };
+        let pause = if failed {
+            200
+        } else {
+            (worker as u64 * 7 + n * 13) % 50
+        };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
 fn line(stats: &Stats, elapsed: Duration) -> String {
     format!(
-        "t={:.0}s cycles={} messages={} published={} connect_errors={} receive_errors={}",
+        "t={:.0}s cycles={} messages={} published={} publish_errors={} connect_errors={} receive_errors={}",
         elapsed.as_secs_f64(),
         stats.cycles.load(Relaxed),
         stats.messages.load(Relaxed),
         stats.published.load(Relaxed),
+        stats.publish_errors.load(Relaxed),
         stats.connect_errors.load(Relaxed),
         stats.receive_errors.load(Relaxed),
     )

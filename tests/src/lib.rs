@@ -9,6 +9,9 @@
 //! - [`http`]: small HTTP client helpers.
 //! - [`wait_until`]: polls a condition (readiness, "NUMSUB becomes 0"), never a blind sleep.
 //! - [`sync_clients`]: makes sure sockets are subscribed before a test publishes.
+//! - [`raw`]: hand-written HTTP requests and websocket frames, for abuse and protocol tests.
+//! - [`server_process`]: the real binaries as child processes (signals, exit codes, SIGKILL).
+//! - [`prometheus`]: samples from /metrics text.
 
 pub mod browser;
 pub mod http;

@@ -3,12 +3,10 @@
 /// The value of the sample whose name and labels are exactly `series` (e.g.
 /// `crier_ws_sockets_open` or `crier_ws_upgrades_refused_total{reason="full"}`).
 pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            (key.trim() == series).then(|| value.trim().parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key.trim() == series).then(|| value.trim().parse().ok())?
+    })
 }
 
 /// Every sample as (series, value), in order.

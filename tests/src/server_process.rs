@@ -35,7 +35,14 @@ pub fn bin_dir() -> PathBuf {
         let mut build = Command::new(cargo);
         build
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["build", "--quiet", "--bin", "wsserver", "--bin", "webserver"]);
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "wsserver",
+                "--bin",
+                "webserver",
+            ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -79,9 +86,7 @@ impl ServerProcess {
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = ServerProcess::spawn("wsserver", &all, addr, Some(admin));
-        server
-            .wait_ready(&format!("http://{admin}/readyz"))
-            .await;
+        server.wait_ready(&format!("http://{admin}/readyz")).await;
         server
     }
 
@@ -201,7 +206,10 @@ impl ServerProcess {
 
     /// `http://<admin><path>` (wsserver only).
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin.expect("wsserver has an admin listener"))
+        format!(
+            "http://{}{path}",
+            self.admin.expect("wsserver has an admin listener")
+        )
     }
 
     /// One unlabelled sample from this wsserver's /metrics.

@@ -127,7 +127,9 @@ async fn redis_restart_keeps_sockets_open_and_traffic_resumes_on_its_return() {
         response.body
     );
     assert!(
-        response.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
+        response.json()["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
         "503 without an error message: {}",
         response.body
     );
@@ -138,6 +140,24 @@ async fn redis_restart_keeps_sockets_open_and_traffic_resumes_on_its_return() {
     );
     assert_all_open(&mut clients, "while Redis was down");
 
+    // A session cookie cannot be checked without Redis: refused as unavailable, not as 403.
+    let refused = crier_tests::WsClient::connect_with_headers(
+        &stack.ws_url("/ws/news?subscribe-session"),
+        &[("cookie", "sessionid=some-session-key")],
+    )
+    .await
+    .err()
+    .expect("a session upgrade while Redis is down is refused");
+    assert_eq!(refused.status, 503, "{refused}");
+    let metrics = stack.metrics().await;
+    assert!(
+        crier_tests::prometheus::sample(
+            &metrics,
+            r#"crier_ws_upgrades_refused_total{reason="unavailable"}"#
+        ) >= Some(1.0),
+        "refusal counted as unavailable"
+    );
+
     stack.redis.restart().await;
     let returned = Instant::now();
     let took = time_until_delivery(&stack, &channel, &mut clients, RECOVERY).await;
@@ -146,11 +166,16 @@ async fn redis_restart_keeps_sockets_open_and_traffic_resumes_on_its_return() {
         took <= RECOVERY,
         "messages published after Redis came back took {took:?} to arrive (limit {RECOVERY:?})"
     );
-    wait_until(Duration::from_secs(5), "/readyz answers 200 again", || async {
-        readyz(&stack).await == 200
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "/readyz answers 200 again",
+        || async { readyz(&stack).await == 200 },
+    )
     .await;
-    eprintln!("readyz 200 again {:?} after Redis came back", returned.elapsed());
+    eprintln!(
+        "readyz 200 again {:?} after Redis came back",
+        returned.elapsed()
+    );
     assert_eq!(stack.metric("crier_ws_redis_up").await, Some(1.0));
     assert!(
         stack.metric("crier_ws_redis_reconnects_total").await >= Some(reconnects + 1.0),
@@ -166,13 +191,18 @@ async fn redis_restart_keeps_sockets_open_and_traffic_resumes_on_its_return() {
     // The API works again and reaches the same, never closed, sockets.
     let ok = try_wait_until(Duration::from_secs(5), || async {
         stack
-            .publish(&json!({"facility": "news", "broadcast": true, "message": "back", "expire": 0}))
+            .publish(
+                &json!({"facility": "news", "broadcast": true, "message": "back", "expire": 0}),
+            )
             .await
             .status
             == 200
     })
     .await;
-    assert!(ok, "publish API did not answer 200 within 5 s of Redis' return");
+    assert!(
+        ok,
+        "publish API did not answer 200 within 5 s of Redis' return"
+    );
     for (i, client) in clients.iter_mut().enumerate() {
         assert_eq!(client.expect_text(RECV).await, "back", "client {i}");
     }
@@ -220,9 +250,11 @@ async fn frozen_redis_is_detected_by_the_probe_and_recovered_from() {
     stack.redis.resume();
     let took = time_until_delivery(&stack, &channel, &mut clients, RECOVERY * 3).await;
     eprintln!("messages flowed again {took:?} after Redis was resumed");
-    wait_until(Duration::from_secs(10), "/readyz answers 200 again", || async {
-        readyz(&stack).await == 200
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "/readyz answers 200 again",
+        || async { readyz(&stack).await == 200 },
+    )
     .await;
     drain(&mut clients).await;
     stack.publish_broadcast("news", "thawed", 0).await;

@@ -16,7 +16,9 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for kind in ["seeds", "regressions"] {
         let dir = fuzz.join(kind).join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
@@ -24,7 +26,11 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
             out.push((path, bytes));
         }
     }
-    assert!(!out.is_empty(), "no inputs for {target} under {}", fuzz.display());
+    assert!(
+        !out.is_empty(),
+        "no inputs for {target} under {}",
+        fuzz.display()
+    );
     out
 }
 
@@ -35,23 +41,37 @@ fn safe(name: &str) -> bool {
 #[test]
 fn flags_inputs() {
     for (path, bytes) in inputs("flags") {
-        let Ok(query) = std::str::from_utf8(&bytes) else { continue };
+        let Ok(query) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
         let flags = Flags::from_query(query);
         let canonical: Vec<String> = flags.iter().map(|f| f.name()).collect();
-        assert_eq!(flags, Flags::from_query(&canonical.join("&")), "{}", path.display());
+        assert_eq!(
+            flags,
+            Flags::from_query(&canonical.join("&")),
+            "{}",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn facility_inputs() {
     for (path, bytes) in inputs("facility") {
-        let Ok(raw) = std::str::from_utf8(&bytes) else { continue };
+        let Ok(raw) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
         for prefix in ["/ws/", "/"] {
             if let Ok(facility) = Facility::from_path(raw, prefix) {
                 let s = facility.as_str();
                 assert!(s.len() <= Facility::MAX_LEN, "{}", path.display());
                 assert!(!s.chars().any(char::is_control), "{}", path.display());
-                assert_eq!(Facility::parse(s).as_ref(), Ok(&facility), "{}", path.display());
+                assert_eq!(
+                    Facility::parse(s).as_ref(),
+                    Ok(&facility),
+                    "{}",
+                    path.display()
+                );
             }
         }
         let _ = Facility::parse_encoded(raw);
@@ -61,7 +81,9 @@ fn facility_inputs() {
 #[test]
 fn identity_inputs() {
     for (path, bytes) in inputs("identity") {
-        let Ok(identity) = Identity::from_json(&bytes) else { continue };
+        let Ok(identity) = Identity::from_json(&bytes) else {
+            continue;
+        };
         let what = path.display();
         match &identity.user {
             Some(user) => assert!(safe(user.as_str()), "{what}"),
@@ -70,7 +92,11 @@ fn identity_inputs() {
         assert!(identity.groups.iter().all(|g| safe(g.as_str())), "{what}");
         assert!(identity.groups.windows(2).all(|w| w[0] < w[1]), "{what}");
         let json = serde_json::to_vec(&identity).expect("serialize");
-        assert_eq!(Identity::from_json(&json).expect("round trip"), identity, "{what}");
+        assert_eq!(
+            Identity::from_json(&json).expect("round trip"),
+            identity,
+            "{what}"
+        );
     }
 }
 
@@ -78,14 +104,24 @@ fn identity_inputs() {
 fn publish_request_inputs() {
     let prefix = KeyPrefix::new("fz").expect("prefix");
     for (path, bytes) in inputs("publish_request") {
-        let Ok(request) = PublishRequest::from_json(&bytes) else { continue };
-        let Ok(publication) = request.into_publication(&prefix, 3600) else { continue };
+        let Ok(request) = PublishRequest::from_json(&bytes) else {
+            continue;
+        };
+        let Ok(publication) = request.into_publication(&prefix, 3600) else {
+            continue;
+        };
         let what = path.display();
         let n = publication.channels.len();
         assert!((1..=PublishRequest::MAX_CHANNELS).contains(&n), "{what}");
         let unique: HashSet<&str> = publication.channels.iter().map(|c| c.as_str()).collect();
         assert_eq!(unique.len(), n, "{what}");
-        assert!(publication.channels.iter().all(|c| c.as_str().starts_with("fz:")), "{what}");
+        assert!(
+            publication
+                .channels
+                .iter()
+                .all(|c| c.as_str().starts_with("fz:")),
+            "{what}"
+        );
     }
 }
 
@@ -102,7 +138,10 @@ async fn frame_reader_inputs() {
         for _ in 0..=data.len() {
             match reader.next_message(&mut io).await {
                 Ok(Message::Text(text)) => {
-                    assert!(text.len() <= max && std::str::from_utf8(&text).is_ok(), "{what}")
+                    assert!(
+                        text.len() <= max && std::str::from_utf8(&text).is_ok(),
+                        "{what}"
+                    )
                 }
                 Ok(Message::Binary(bytes)) => assert!(bytes.len() <= max, "{what}"),
                 Ok(Message::Ping(payload)) => assert!(payload.len() <= 125, "{what}"),

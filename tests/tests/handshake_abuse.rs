@@ -15,12 +15,9 @@ async fn ask(stack: &Stack, request: impl AsRef<[u8]>) -> RawResponse {
     let request = request.as_ref();
     let mut conn = RawConn::connect(stack.ws_addr()).await;
     conn.send(request).await;
-    conn.read_response(ANSWER).await.unwrap_or_else(|e| {
-        panic!(
-            "no answer to {:?}: {e:?}",
-            String::from_utf8_lossy(request)
-        )
-    })
+    conn.read_response(ANSWER)
+        .await
+        .unwrap_or_else(|e| panic!("no answer to {:?}: {e:?}", String::from_utf8_lossy(request)))
 }
 
 /// Still upgrades and echoes.
@@ -68,7 +65,10 @@ async fn slow_and_idle_header_senders_are_cut_at_the_handshake_timeout() {
     // A byte every 200 ms: dripping must not extend the deadline.
     let started = Instant::now();
     let mut drip = RawConn::connect(stack.ws_addr()).await;
-    let request = upgrade_request("/ws/echo", &["X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    let request = upgrade_request(
+        "/ws/echo",
+        &["X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],
+    );
     let mut ended = None;
     for byte in request.as_bytes() {
         if drip.try_send(&[*byte]).await.is_err() {
@@ -110,7 +110,9 @@ async fn oversized_headers_get_431() {
     let response = ask(&stack, &upgrade_request("/ws/echo", &[&huge])).await;
     assert_eq!(response.status, 431, "{response:?}");
 
-    let many: Vec<String> = (0..400).map(|i| format!("X-Many-{i}: {}", "m".repeat(40))).collect();
+    let many: Vec<String> = (0..400)
+        .map(|i| format!("X-Many-{i}: {}", "m".repeat(40)))
+        .collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let response = ask(&stack, &upgrade_request("/ws/echo", &many)).await;
     assert!(
@@ -130,10 +132,16 @@ async fn per_address_limit_refuses_with_503_and_frees_slots_on_close() {
     }
     let refused = WsClient::connect(&url).await.err().expect("4th refused");
     assert_eq!(refused.status, 503, "{refused}");
-    assert_eq!(refused.body.trim(), "too many connections from this address");
+    assert_eq!(
+        refused.body.trim(),
+        "too many connections from this address"
+    );
     let metrics = stack.metrics().await;
     assert!(
-        prometheus::sample(&metrics, r#"crier_ws_upgrades_refused_total{reason="full"}"#) >= Some(1.0),
+        prometheus::sample(
+            &metrics,
+            r#"crier_ws_upgrades_refused_total{reason="full"}"#
+        ) >= Some(1.0),
         "refusal counted as full:\n{metrics}"
     );
 
@@ -190,16 +198,28 @@ async fn malformed_upgrades_get_400_or_426_and_the_server_goes_on() {
 
     let missing_key = ask(&stack, &head(&[up[0], up[1], "Sec-WebSocket-Version: 13"])).await;
     assert_eq!(missing_key.status, 400, "missing key: {missing_key:?}");
-    assert!(missing_key.body.contains("Sec-WebSocket-Key"), "{missing_key:?}");
+    assert!(
+        missing_key.body.contains("Sec-WebSocket-Key"),
+        "{missing_key:?}"
+    );
 
     let short_key = ask(
         &stack,
-        &head(&[up[0], up[1], "Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"]),
+        &head(&[
+            up[0],
+            up[1],
+            "Sec-WebSocket-Key: c2hvcnQ=",
+            "Sec-WebSocket-Version: 13",
+        ]),
     )
     .await;
     assert_eq!(short_key.status, 400, "bad key: {short_key:?}");
 
-    let v8 = ask(&stack, &head(&[up[0], up[1], key, "Sec-WebSocket-Version: 8"])).await;
+    let v8 = ask(
+        &stack,
+        &head(&[up[0], up[1], key, "Sec-WebSocket-Version: 8"]),
+    )
+    .await;
     assert_eq!(v8.status, 426, "version 8: {v8:?}");
     assert_eq!(v8.header("sec-websocket-version"), Some("13"), "{v8:?}");
 
@@ -218,8 +238,15 @@ async fn malformed_upgrades_get_400_or_426_and_the_server_goes_on() {
     let no_upgrade = ask(&stack, &head(&[key, "Sec-WebSocket-Version: 13"])).await;
     assert_eq!(no_upgrade.status, 400, "no Upgrade header: {no_upgrade:?}");
 
-    let garbage = ask(&stack, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").await;
-    assert_eq!(garbage.status, 400, "TLS hello on the plain port: {garbage:?}");
+    let garbage = ask(
+        &stack,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        garbage.status, 400,
+        "TLS hello on the plain port: {garbage:?}"
+    );
 
     let bad_after = prometheus::sample(
         &stack.metrics().await,

@@ -31,7 +31,10 @@ async fn killed_instance_clients_reconnect_through_nginx_to_the_survivor() {
     }
     sync_clients(&redis, CHANNEL, &mut clients).await;
     let on_doomed = doomed.metric("crier_ws_sockets_open").await.unwrap_or(0.0) as usize;
-    let on_survivor = survivor.metric("crier_ws_sockets_open").await.unwrap_or(0.0) as usize;
+    let on_survivor = survivor
+        .metric("crier_ws_sockets_open")
+        .await
+        .unwrap_or(0.0) as usize;
     assert_eq!(on_doomed + on_survivor, CLIENTS);
     assert!(
         on_doomed > 0 && on_survivor > 0,

@@ -26,8 +26,11 @@ const REASONS: [&str; 6] = [
 ];
 
 fn refused(text: &str, reason: &str) -> f64 {
-    prometheus::sample(text, &format!("crier_ws_upgrades_refused_total{{reason=\"{reason}\"}}"))
-        .unwrap_or_else(|| panic!("no refused sample for {reason}:\n{text}"))
+    prometheus::sample(
+        text,
+        &format!("crier_ws_upgrades_refused_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no refused sample for {reason}:\n{text}"))
 }
 
 fn value(text: &str, series: &str) -> f64 {
@@ -40,13 +43,19 @@ async fn every_series_is_exposed_with_its_type() {
     let response = http::get(&stack.admin_url("/metrics")).await;
     assert_eq!(response.status, 200);
     assert!(
-        response.header("content-type").is_some_and(|c| c.starts_with("text/plain")),
+        response
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
         "{:?}",
         response.headers
     );
     let text = &response.body;
     for name in COUNTERS {
-        assert_eq!(prometheus::metric_type(text, name), Some("counter"), "{name}");
+        assert_eq!(
+            prometheus::metric_type(text, name),
+            Some("counter"),
+            "{name}"
+        );
     }
     for name in GAUGES {
         assert_eq!(prometheus::metric_type(text, name), Some("gauge"), "{name}");
@@ -60,7 +69,10 @@ async fn every_series_is_exposed_with_its_type() {
     }
     assert_eq!(value(text, "crier_ws_redis_up"), 1.0);
     assert_eq!(value(text, "crier_ws_sockets_open"), 0.0);
-    for series in ["crier_ws_delivery_seconds_count", "crier_ws_delivery_seconds_sum"] {
+    for series in [
+        "crier_ws_delivery_seconds_count",
+        "crier_ws_delivery_seconds_sum",
+    ] {
         value(text, series);
     }
     value(text, r#"crier_ws_delivery_seconds_bucket{le="+Inf"}"#);
@@ -75,16 +87,12 @@ async fn every_series_is_exposed_with_its_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic_and_refusals() {
-    let stack = Stack::start(
-        StackOptions::default()
-            .without_webserver()
-            .ws_args(&[
-                "--anonymous-flags",
-                "*",
-                "--allowed-origins",
-                "https://good.example",
-            ]),
-    )
+    let stack = Stack::start(StackOptions::default().without_webserver().ws_args(&[
+        "--anonymous-flags",
+        "*",
+        "--allowed-origins",
+        "https://good.example",
+    ]))
     .await;
     let before = stack.metrics().await;
     let channel = stack.broadcast_channel("m");
@@ -144,7 +152,10 @@ async fn metrics_move_with_traffic_and_refusals() {
     assert_eq!(buckets.last().copied(), Some(count));
 
     // Refusals by reason.
-    let bad = WsClient::connect(&stack.ws_url("/ws/a%01")).await.err().expect("400");
+    let bad = WsClient::connect(&stack.ws_url("/ws/a%01"))
+        .await
+        .err()
+        .expect("400");
     assert_eq!(bad.status, 400);
     let origin = WsClient::connect_with_headers(
         &stack.ws_url("/ws/m"),
@@ -173,9 +184,11 @@ async fn metrics_move_with_traffic_and_refusals() {
     for s in subscribers {
         s.close().await;
     }
-    wait_until(Duration::from_secs(5), "crier_ws_sockets_open is 0", || async {
-        stack.metric("crier_ws_sockets_open").await == Some(0.0)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "crier_ws_sockets_open is 0",
+        || async { stack.metric("crier_ws_sockets_open").await == Some(0.0) },
+    )
     .await;
 
     // Redis loss and return.
@@ -190,8 +203,10 @@ async fn metrics_move_with_traffic_and_refusals() {
         },
     )
     .await;
-    wait_until(Duration::from_secs(10), "crier_ws_redis_up is 1 again", || async {
-        stack.metric("crier_ws_redis_up").await == Some(1.0)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "crier_ws_redis_up is 1 again",
+        || async { stack.metric("crier_ws_redis_up").await == Some(1.0) },
+    )
     .await;
 }

@@ -29,7 +29,8 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut ws = ServerProcess::wsserver(&redis.url(), &["--drain-deadline", "3s"]).await;
     let mut clients = Vec::new();
     for _ in 0..20 {
-        clients.push(WsClient::open(&format!("ws://{}/ws/chat?subscribe-broadcast", ws.addr)).await);
+        clients
+            .push(WsClient::open(&format!("ws://{}/ws/chat?subscribe-broadcast", ws.addr)).await);
     }
     sync_clients(&redis, "broadcast:chat", &mut clients).await;
     // A client that never answers the close handshake (and never reads).
@@ -50,7 +51,9 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
 
     // The mute client still finds the close frame in its buffer, then the end.
     assert_eq!(
-        mute.read_close(Duration::from_secs(2)).await.map(|(c, _)| c),
+        mute.read_close(Duration::from_secs(2))
+            .await
+            .map(|(c, _)| c),
         Ok(1001)
     );
     // Nothing listens any more.
@@ -64,7 +67,8 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
 async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written() {
     let redis = Redis::start().await;
     let mut ws = ServerProcess::wsserver(&redis.url(), &["--drain-deadline", "3s"]).await;
-    let mut attentive = [WsClient::open(&format!("ws://{}/ws/flood?subscribe-broadcast", ws.addr)).await];
+    let mut attentive =
+        [WsClient::open(&format!("ws://{}/ws/flood?subscribe-broadcast", ws.addr)).await];
     // A stuck client: subscribed, small receive buffer, never reads. Its writer blocks once the
     // kernel buffers are full, so its close frame can never be sent.
     let mut stuck = RawConn::connect_with_small_buffer(ws.addr, 4096).await;
@@ -76,7 +80,13 @@ async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written
         redis.publish("broadcast:flood", &big).await;
     }
     for _ in 0..40 {
-        assert_eq!(attentive[0].expect_text(Duration::from_secs(10)).await.len(), big.len());
+        assert_eq!(
+            attentive[0]
+                .expect_text(Duration::from_secs(10))
+                .await
+                .len(),
+            big.len()
+        );
     }
 
     let sent = Instant::now();
@@ -135,7 +145,10 @@ async fn webserver_finishes_a_request_in_flight_after_sigterm_and_exits_0() {
         || async { tokio::net::TcpStream::connect(addr).await.is_err() },
     )
     .await;
-    assert!(!web.has_exited(), "webserver exited with a request in flight");
+    assert!(
+        !web.has_exited(),
+        "webserver exited with a request in flight"
+    );
 
     conn.send(rest).await;
     let response = conn

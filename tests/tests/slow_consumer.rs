@@ -51,10 +51,7 @@ async fn measure(
                     return (seen, client);
                 }
             }
-            other => panic!(
-                "a fast client got {other:?} after {} messages",
-                seen.len()
-            ),
+            other => panic!("a fast client got {other:?} after {} messages", seen.len()),
         }
     }
 }
@@ -216,7 +213,9 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
             assert_eq!(reason, "slow consumer: outgoing queue full");
         }
         Err(Read::Eof | Read::Error(_)) => {}
-        Err(Read::TimedOut) => panic!("no close frame and no end of connection for the slow consumer"),
+        Err(Read::TimedOut) => {
+            panic!("no close frame and no end of connection for the slow consumer")
+        }
     }
     assert!(
         released,

@@ -24,7 +24,7 @@ pub struct CloseReason {
     pub reason: &'static str,
 }
 
-/// Pending pongs beyond this are dropped (a client flooding pings gets fewer pongs).
+/// Pending control frames beyond this drop the oldest (a client flooding pings gets fewer pongs).
 const MAX_CONTROL: usize = 32;
 
 /// What happened to a pushed data frame.
@@ -130,7 +130,11 @@ impl Outbox {
     /// Queues a control frame (pong) ahead of data frames.
     pub fn push_control(&self, frame: Bytes) {
         let mut state = self.lock();
-        if state.closing.is_none() && state.control.len() < MAX_CONTROL {
+        if state.closing.is_none() {
+            // RFC 6455 allows answering only the most recent ping: the oldest pending goes.
+            if state.control.len() >= MAX_CONTROL {
+                state.control.pop_front();
+            }
             state.control.push_back(frame);
         }
         drop(state);
