@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ChannelName, Facility, Flags, Identity};
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -18,7 +18,9 @@ use crate::echo_filter::EchoFilter;
 use crate::frame::{self, OpCode};
 use crate::frame_reader::{FrameReader, Message, ReadError};
 use crate::outbox::{Batch, CloseReason, Outbox};
-use crate::registry::{DeliveryStamp, Member};
+use crate::presence::PresenceGuard;
+use crate::registry::{DeliveryStamp, Member, Membership};
+use tokio::sync::oneshot;
 
 /// Close sent to every socket on shutdown.
 pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
@@ -30,6 +32,8 @@ const NORMAL: CloseReason = CloseReason { code: 1000, reason: "" };
 
 /// Most bytes one vectored write carries.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Most frames one vectored write carries (the kernel's IOV_MAX is 1024).
+const MAX_SLICES: usize = 64;
 /// How long the writer waits for the client's close reply after sending its close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -46,24 +50,29 @@ struct Liveness {
     last_heard_us: AtomicU64,
 }
 
-/// Serves one upgraded socket until it closes. `_permit` and the per-address guard are held
-/// for the socket's whole life.
-pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, socket: Socket, guards: G) {
-    app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
-    let _open = scopeguard(app.clone());
+/// A socket's place in the registry and presence, and what it publishes to. Fields drop in
+/// order: presence is left before the channels.
+struct Joined {
+    _open: OpenGauge,
+    _presence: Option<PresenceGuard>,
+    _membership: Membership,
+    subscribe: Vec<ChannelName>,
+    publish: Vec<ChannelName>,
+    echo_filter: Option<Arc<EchoFilter>>,
+    outbox: Outbox,
+    stamp: Arc<DeliveryStamp>,
+    echo_test: bool,
+}
+
+/// Joins the registry (live messages start queueing) and presence.
+fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) {
+    let open = OpenGauge::new(app.clone());
     let id = app.registry.next_socket_id();
-    let subscribe: Vec<ChannelName> = socket
-        .flags
-        .subscribe
-        .iter()
-        .flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility))
-        .collect();
-    let publish: Vec<ChannelName> = socket
-        .flags
-        .publish
-        .iter()
-        .flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility))
-        .collect();
+    let channels = |audiences: protocol::AudienceSet| -> Vec<ChannelName> {
+        audiences.iter().flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility)).collect()
+    };
+    let subscribe = channels(socket.flags.subscribe);
+    let publish = channels(socket.flags.publish);
     let echo_filter = (!socket.flags.echo && !publish.is_empty()).then(|| Arc::new(EchoFilter::new()));
     let outbox = Outbox::new(app.config.queue_depth);
     let stamp = Arc::new(DeliveryStamp::default());
@@ -72,27 +81,44 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
     let (membership, waits) = app.registry.join(id, member, subscribe.clone(), session);
     let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
+    let joined = Joined { _open: open, _presence: presence, _membership: membership, subscribe, publish, echo_filter, outbox, stamp, echo_test };
+    (joined, waits)
+}
 
+/// Waits for Redis to confirm the subscriptions, then puts the persisted last messages before
+/// the live ones. Closes the socket with 1013 when Redis cannot do either in time.
+async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>>) {
     let subscribed = async {
         for wait in waits {
             let _ = wait.await;
         }
     };
     if tokio::time::timeout(app.config.handshake_timeout, subscribed).await.is_err() {
-        outbox.close_now(REDIS_UNAVAILABLE);
-    } else {
-        match app.store.last_messages(&subscribe).await {
-            Ok(values) => {
-                let frames: Vec<Bytes> = values.into_iter().flatten().map(|v| frame::text(&v)).collect();
-                app.metrics.messages_out.fetch_add(frames.len() as u64, Ordering::Relaxed);
-                outbox.push_front(frames);
-            }
-            Err(e) => {
-                tracing::warn!("replay failed: {e}");
-                outbox.close_now(REDIS_UNAVAILABLE);
-            }
+        joined.outbox.close_now(REDIS_UNAVAILABLE);
+        return;
+    }
+    match app.store.last_messages(&joined.subscribe).await {
+        Ok(values) => {
+            let frames: Vec<Bytes> = values.into_iter().flatten().map(|v| frame::text(&v)).collect();
+            app.metrics.messages_out.fetch_add(frames.len() as u64, Ordering::Relaxed);
+            joined.outbox.push_front(frames);
+        }
+        Err(e) => {
+            tracing::warn!("replay failed: {e}");
+            joined.outbox.close_now(REDIS_UNAVAILABLE);
         }
     }
+}
+
+/// Serves one upgraded socket until it closes. `guards` (the connection permit and the
+/// per-address slot) are held for the socket's whole life.
+///
+/// Setup and publishing run in boxed futures, so the task of an idle socket only holds the
+/// small read state, not the largest state of every await here: that is memory per socket.
+pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, socket: Socket, guards: G) {
+    let (joined, waits) = join(&app, socket);
+    Box::pin(replay(&app, &joined, waits)).await;
+    let outbox = &joined.outbox;
 
     let (mut rd, wr) = tokio::io::split(io);
     let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
@@ -102,21 +128,45 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
         app.clone(),
         wr,
         outbox.clone(),
-        stamp,
+        joined.stamp.clone(),
         liveness.clone(),
         reader_done.clone(),
         writer_done.clone(),
     ));
 
+    let publisher = Publisher {
+        app: &app,
+        outbox,
+        channels: &joined.publish,
+        subscribed: &joined.subscribe,
+        echo_filter: joined.echo_filter.as_deref(),
+    };
+    read_loop(&app, &mut rd, &publisher, &liveness, &writer_done, joined.echo_test).await;
+    reader_done.cancel();
+    outbox.close(NORMAL);
+    let _ = writer.await;
+    drop(joined);
+    drop(guards);
+}
+
+/// Reads the client's frames until it closes, breaks the protocol, or the writer is done.
+async fn read_loop(
+    app: &App,
+    rd: &mut ReadHalf<TokioIo<Upgraded>>,
+    publisher: &Publisher<'_>,
+    liveness: &Liveness,
+    writer_done: &CancellationToken,
+    echo_test: bool,
+) {
+    let outbox = publisher.outbox;
     let mut reader = FrameReader::new(app.config.max_message_size);
-    let publisher = Publisher { app: &app, outbox: &outbox, channels: &publish, subscribed: &subscribe, echo_filter: echo_filter.as_deref() };
     loop {
         // The read is only abandoned once the writer has finished the close handshake and the
         // socket is being torn down; FrameReader keeps its state across a cancelled read.
         let message = tokio::select! {
             biased;
             () = writer_done.cancelled() => break,
-            m = reader.next_message(&mut rd) => m,
+            m = reader.next_message(rd) => m,
         };
         liveness.last_heard_us.store(app.registry.now_us(), Ordering::Relaxed);
         match message {
@@ -128,7 +178,7 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
             }
             Ok(Message::Text(payload) | Message::Binary(payload)) => {
                 app.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                publisher.on_client_message(payload).await;
+                Box::pin(publisher.on_client_message(payload)).await;
             }
             Ok(Message::Ping(payload)) => outbox.push_control(frame::encode(OpCode::Pong, &payload)),
             Ok(Message::Pong) => {}
@@ -146,12 +196,6 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
             }
         }
     }
-    reader_done.cancel();
-    outbox.close(NORMAL);
-    let _ = writer.await;
-    drop(presence);
-    drop(membership);
-    drop(guards);
 }
 
 /// Publishes a client's frames to its publish channels.
@@ -298,7 +342,7 @@ async fn write_loop(
     };
     if let Some(close) = close {
         let close_frame = [frame::close(close.code, close.reason)];
-        let sent = matches!(tokio::time::timeout(CLOSE_GRACE, write_all(&mut wr, &close_frame)).await, Ok(Ok(())));
+        let sent = matches!(Box::pin(tokio::time::timeout(CLOSE_GRACE, write_all(&mut wr, &close_frame))).await, Ok(Ok(())));
         if sent && !reader_done.is_cancelled() {
             let _ = tokio::time::timeout(CLOSE_GRACE, reader_done.cancelled()).await;
         }
@@ -312,15 +356,13 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
     let mut index = 0;
     let mut offset = 0;
     while index < frames.len() {
-        let mut slices = [std::io::IoSlice::new(&[]); 64];
-        let mut count = 0;
-        for (slot, part) in slices.iter_mut().zip(
-            std::iter::once(&frames[index][offset..]).chain(frames[index + 1..].iter().map(|f| &f[..])),
-        ) {
-            *slot = std::io::IoSlice::new(part);
-            count += 1;
-        }
-        let mut written = wr.write_vectored(&slices[..count]).await?;
+        // On the heap, briefly: an array here would make every idle writer task 1 KiB larger.
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[index][offset..])
+            .chain(frames[index + 1..].iter().map(|f| &f[..]))
+            .take(MAX_SLICES)
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut written = wr.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -334,13 +376,18 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
     wr.flush().await
 }
 
-/// Decrements the open-socket gauge however `serve` ends.
-fn scopeguard(app: Arc<App>) -> impl Drop {
-    struct Open(Arc<App>);
-    impl Drop for Open {
-        fn drop(&mut self) {
-            self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
-        }
+/// Counts the socket in the open-socket gauge for as long as it lives.
+struct OpenGauge(Arc<App>);
+
+impl OpenGauge {
+    fn new(app: Arc<App>) -> OpenGauge {
+        app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
+        OpenGauge(app)
     }
-    Open(app)
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }

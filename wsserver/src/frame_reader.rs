@@ -80,8 +80,8 @@ impl FrameReader {
                 }
                 return Ok(message);
             }
-            if self.buffer.capacity() - self.buffer.len() < 256 {
-                self.buffer.reserve(512);
+            if self.buffer.capacity() - self.buffer.len() < 64 {
+                self.buffer.reserve(128);
             }
             match io.read_buf(&mut self.buffer).await {
                 Ok(0) | Err(_) => return Err(ReadError::Gone),
