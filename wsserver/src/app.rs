@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use protocol::KeyPrefix;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
@@ -32,8 +31,10 @@ pub struct App {
     /// One permit per open websocket (`--max-connections`); the permit moves into the socket's task.
     pub permits: Arc<Semaphore>,
     pub per_ip: PerIpLimit,
-    /// Cancelled on shutdown: every socket's writer sends 1001 and closes.
-    pub sockets_cancel: CancellationToken,
+    /// Every open socket's outbox, so that shutdown can tell each to close with 1001. Writers
+    /// then wait on nothing but their own outbox and timer: no shared waiter list is touched
+    /// per delivery.
+    pub sockets: OpenSockets,
     /// Upgraded sockets, which hyper's graceful shutdown does not track.
     pub tracker: TaskTracker,
     pub draining: AtomicBool,
@@ -80,6 +81,45 @@ impl Drop for IpSlot {
             if *count == 0 {
                 counts.remove(&self.ip);
             }
+        }
+    }
+}
+
+/// The outboxes of open sockets. A std `Mutex`: touched once per connect and disconnect and
+/// once at shutdown, never held across `.await`.
+#[derive(Default)]
+pub struct OpenSockets {
+    inner: Mutex<OpenSocketsInner>,
+}
+
+#[derive(Default)]
+struct OpenSocketsInner {
+    outboxes: HashMap<u64, crate::outbox::Outbox>,
+    closing: Option<crate::outbox::CloseReason>,
+}
+
+impl OpenSockets {
+    /// Adds a socket; if shutdown already began it is told to close at once.
+    pub fn add(&self, id: u64, outbox: &crate::outbox::Outbox) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.closing {
+            Some(reason) => outbox.close(reason),
+            None => {
+                inner.outboxes.insert(id, outbox.clone());
+            }
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).outboxes.remove(&id);
+    }
+
+    /// Tells every open socket, and every socket opened from now on, to close with `reason`.
+    pub fn close_all(&self, reason: crate::outbox::CloseReason) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.closing = Some(reason);
+        for outbox in inner.outboxes.values() {
+            outbox.close(reason);
         }
     }
 }

@@ -66,8 +66,8 @@ struct Joined {
 
 /// Joins the registry (live messages start queueing) and presence.
 fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) {
-    let open = OpenGauge::new(app.clone());
     let id = app.registry.next_socket_id();
+    let open = OpenGauge::new(app.clone(), id);
     let channels = |audiences: protocol::AudienceSet| -> Vec<ChannelName> {
         audiences.iter().flat_map(|a| app.prefix.channels_for(a, &socket.identity, &socket.facility)).collect()
     };
@@ -81,6 +81,7 @@ fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) 
     let (membership, waits) = app.registry.join(id, member, subscribe.clone(), session);
     let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
+    app.sockets.add(id, &outbox);
     let joined = Joined { _open: open, _presence: presence, _membership: membership, subscribe, publish, echo_filter, outbox, stamp, echo_test };
     (joined, waits)
 }
@@ -262,10 +263,7 @@ async fn write_loop(
         None => next_ping,
     };
     let timer = tokio::time::sleep_until(first_deadline.into());
-    let shutdown = app.sockets_cancel.cancelled();
-    let reader_gone = reader_done.cancelled();
-    tokio::pin!(timer, shutdown, reader_gone);
-    let mut told = false;
+    tokio::pin!(timer);
     let close = loop {
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
             let since = stamp.pending_since_us.swap(0, Ordering::Relaxed);
@@ -294,16 +292,11 @@ async fn write_loop(
             }
             continue;
         }
+        // Shutdown and the reader's end reach the writer through the outbox (`close`), so a
+        // delivery wakes and polls nothing but these two.
         tokio::select! {
+            biased;
             () = outbox.wait() => {}
-            () = &mut shutdown, if !told => {
-                told = true;
-                outbox.close(GOING_AWAY);
-            }
-            () = &mut reader_gone, if !told => {
-                told = true;
-                outbox.close(NORMAL);
-            }
             () = &mut timer => {
                 let now = Instant::now();
                 if let Some((sent, sent_us)) = ping_sent {
@@ -377,17 +370,19 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
 }
 
 /// Counts the socket in the open-socket gauge for as long as it lives.
-struct OpenGauge(Arc<App>);
+/// Also removes the socket from [`App::sockets`].
+struct OpenGauge(Arc<App>, u64);
 
 impl OpenGauge {
-    fn new(app: Arc<App>) -> OpenGauge {
+    fn new(app: Arc<App>, id: u64) -> OpenGauge {
         app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
-        OpenGauge(app)
+        OpenGauge(app, id)
     }
 }
 
 impl Drop for OpenGauge {
     fn drop(&mut self) {
+        self.0.sockets.remove(self.1);
         self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
     }
 }

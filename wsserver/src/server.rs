@@ -73,7 +73,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),
         per_ip: PerIpLimit::new(config.max_connections_per_ip),
-        sockets_cancel: CancellationToken::new(),
+        sockets: Default::default(),
         tracker: TaskTracker::new(),
         draining: AtomicBool::new(false),
         heartbeat_frame: config.heartbeat.as_deref().map(|h| crate::frame::text(h.as_bytes())),
@@ -148,7 +148,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let open = app.metrics.sockets_open.load(Ordering::Relaxed);
     tracing::info!(sockets = open, deadline = ?app.config.drain_deadline, "draining");
     http_cancel.cancel();
-    app.sockets_cancel.cancel();
+    app.sockets.close_all(crate::connection::GOING_AWAY);
     app.tracker.close();
     connections.close();
     // Wait, bounded by the deadline.
