@@ -237,6 +237,9 @@ impl PresenceRecorder {
 
     /// Re-adds every local entry with a fresh expiry, then sweeps expired entries.
     async fn refresh(&mut self) {
+        if self.local.is_empty() {
+            return;
+        }
         let now = now_ms();
         let expiry = now + self.ttl.as_millis() as u64;
         let mut facilities: Vec<&Facility> = self.local.keys().map(|(f, _)| f).collect();
