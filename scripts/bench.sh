@@ -6,12 +6,14 @@
 #
 # Scenarios (BENCH_SCENARIOS, space-separated; default all, in this order):
 #   fanout1k     1,000 subscribers of one channel: latency at BENCH_FANOUT1K_RATE publishes/s,
-#                then the highest publish rate held without loss (search, x1.3 per step)
+#                then the highest publish rate held without loss (search from 50/s, x1.3 a step)
 #   fanout10k    10,000 subscribers of one channel: latency at 5 publishes/s, then the search
+#                (from 10/s)
 #   overload1k   1,000 subscribers, 200 publishes/s asked: deliveries/s, loss
 #   idle         19,000 idle sockets held BENCH_IDLE_HOLD seconds: server memory per socket
 #   channels10k  10,000 clients each on its own channel (Crier: a logged-in user each), messages
-#                to random channels through each system's HTTP publish API: highest lossless rate
+#                to random channels through each system's HTTP publish API (32 publishing
+#                connections): highest lossless rate (search from 500/s)
 # Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
 #   crier        wsserver + webserver (publish API) + redis-server
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
@@ -28,6 +30,8 @@
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
 #   BENCH_SERVER_NOFILE=20000            descriptor cap of every server process
+#   BENCH_QUIET_WAIT=300  before each measurement, wait up to this many seconds for the machine
+#                         to be idle (other work below 0.25 cores); the load found is recorded
 #
 # Every measurement starts its system fresh and stops it afterwards; Redis is flushed between
 # measurements. Each loadgen run is bounded by its own deadline and by `timeout`.
@@ -119,10 +123,10 @@ next_sources() {
 scenario_args() {
     case $1 in
         fanout1k)
-            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps 14"
+            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps 24"
             ;;
         fanout10k)
-            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps 14"
+            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps 20"
             ;;
         overload1k)
             echo "-n $(scaled 1000) --rate 200"
@@ -133,7 +137,7 @@ scenario_args() {
         channels10k)
             local n
             n=$(scaled 10000)
-            echo "-n $n --channels $n --search-from 100 --search-factor 1.3 --search-steps 16"
+            echo "-n $n --channels $n --search-from 500 --search-factor 1.3 --search-steps 20"
             ;;
         *) die "unknown scenario $1" ;;
     esac
@@ -210,12 +214,14 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
                 cpu_us_per_delivery_fixed: $fixed.server_cpu_us_per_delivery,
                 cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
                 deliveries_per_sec_at_max: ($best.deliveries_per_sec // 0),
+                other_cores_max: ([.phases[].other_cores] | max),
                 connect_failures: .connections.failed}"
             ;;
         overload1k)
             q="{deliveries_per_sec: $fixed.deliveries_per_sec, lost: $fixed.lost, loss_pct: $fixed.loss_pct,
                 sockets_ended: $fixed.sockets_ended, publish_rate: $fixed.publish_rate,
                 p99_ms: $fixed.latency.p99_ms, cpu_us_per_delivery: $fixed.server_cpu_us_per_delivery,
+                other_cores: $fixed.other_cores,
                 connect_failures: .connections.failed}"
             ;;
         idle)
@@ -226,7 +232,8 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
         channels10k)
             q="{max_rate: (.max_lossless_rate // 0),
                 cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
-                p99_ms_at_max: ($best.latency.p99_ms // null), connect_failures: .connections.failed}"
+                p99_ms_at_max: ($best.latency.p99_ms // null), other_cores_max: ([.phases[].other_cores] | max),
+                connect_failures: .connections.failed}"
             ;;
     esac
     jq -r "$q | to_entries[] | select(.value != null) | \"\(.key)\t\(.value)\"" "$json" | while IFS=$'\t' read -r k v; do
@@ -234,10 +241,33 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
     done
 }
 
+# Busy CPU of the whole machine (µs) from /proc/stat.
+machine_busy_us() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) * 10000; exit }' /proc/stat; }
+
+# wait_quiet: wait (up to BENCH_QUIET_WAIT s) until the machine does less than 0.25 cores of
+# other work; print the load seen last, in cores.
+wait_quiet() {
+    local deadline=$((SECONDS + ${BENCH_QUIET_WAIT:-300})) a b load
+    while :; do
+        a=$(machine_busy_us)
+        sleep 1
+        b=$(machine_busy_us)
+        load=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+        if awk -v l="$load" 'BEGIN { exit !(l < 0.25) }' || ((SECONDS > deadline)); then
+            echo "$load"
+            return 0
+        fi
+        log "machine busy ($load cores of other work); waiting before the next measurement"
+        sleep 4
+    done
+}
+
 measure() { # measure scenario system run
-    local scenario=$1 system=$2 run=$3 base args rc=0
+    local scenario=$1 system=$2 run=$3 base args rc=0 load
     base="$OUT/run$run/$scenario-$system"
     mkdir -p "$OUT/run$run"
+    load=$(wait_quiet)
+    record "$scenario" "$system" "$run" other_load_before "$load"
     start_system "$system" || die "$system did not start"
     # shellcheck disable=SC2046  # word splitting of the argument strings is intended
     args="$(scenario_args "$scenario") $(system_args "$system" "$scenario")"
@@ -269,11 +299,13 @@ measure() { # measure scenario system run
 
 bench_redis_start "$SCRATCH"
 {
-    echo "command: BENCH_SCALE=$SCALE BENCH_RUNS=$RUNS BENCH_DURATION=$DURATION scripts/bench.sh"
+    printf 'command:'
+    while IFS= read -r var; do printf ' %s=%q' "${var%%=*}" "${var#*=}"; done < <(env | grep '^BENCH_' | sort)
+    printf ' scripts/bench.sh\n'
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "nginx: $("$NGINX" -v 2>&1 | sed 's/.*version: //'), nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), redis: $(redis-server --version | awk '{print $3}')"
-    echo "crier: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "crier: HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'); binaries in $BIN (wsserver file dated $(date -u -r "$BIN/wsserver" +%Y-%m-%dT%H:%M:%SZ))"
 } | tee "$OUT/machine.txt" >&2
 read -r -a system_list <<<"$SYSTEMS"
 for ((run = 1; run <= RUNS; run++)); do

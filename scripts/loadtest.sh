@@ -15,8 +15,10 @@
 #       --publish-url http://127.0.0.1:8080/api/publish --rate 20 --duration 30 \
 #       --server-pid wsserver=$(pidof wsserver) --json out.json --svg out.svg
 #
-#   # the same against a throw-away local stack:
+#   # the same against a throw-away local stack (--ws-url, --publish-url, the token, Redis and
+#   # --server-pid are filled in; --audience user switches the URL to ?subscribe-user):
 #   scripts/loadtest.sh --local -n 1000 --rate 10,50 --search-from 100
+#   scripts/loadtest.sh --local -n 1000 --audience user --channels 1000 --rate 500
 #
 # The open-file limit is raised to the hard limit; loadgen splits the clients over worker
 # processes below it. Spread many clients over source addresses with --source-addrs
@@ -78,7 +80,11 @@ if [[ $LOCAL -eq 1 ]]; then
     bench_crier_start "$SCRATCH" "$BIN"
     log "local stack: wsserver 127.0.0.1:$WS_PORT (pid $WS_PID), webserver 127.0.0.1:$WEB_PORT, redis 127.0.0.1:$REDIS_PORT"
     # Defaults through the environment, so that options given on the command line still win.
-    export LOADGEN_WS_URL="ws://127.0.0.1:$WS_PORT/ws/loadgen?subscribe-broadcast"
+    flag=subscribe-broadcast
+    if [[ " ${ARGS[*]-} " == *" --audience user "* || " ${ARGS[*]-} " == *" --audience=user "* ]]; then
+        flag=subscribe-user
+    fi
+    export LOADGEN_WS_URL="ws://127.0.0.1:$WS_PORT/ws/loadgen?$flag"
     export LOADGEN_PUBLISH_URL="http://127.0.0.1:$WEB_PORT/api/publish"
     export LOADGEN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
     export LOADGEN_SERVER_PID="wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID"

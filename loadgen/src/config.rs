@@ -105,9 +105,10 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
-    /// Publish requests in flight at once (each on its own keep-alive connection; every channel
-    /// is always published by the same connection, so its order is defined). 0: 1 for one
-    /// channel, else 32.
+    /// Publish requests in flight at once, each on its own keep-alive connection. While it is at
+    /// most --channels, every channel is published by one connection, one request at a time,
+    /// so its order is defined; above (e.g. 4 publishers on one channel) messages of a channel
+    /// may legitimately arrive out of order. 0: 1 for one channel, else 32.
     #[arg(long, default_value_t = 0)]
     pub publish_concurrency: usize,
 
@@ -266,7 +267,7 @@ impl Config {
         match self.publish_concurrency {
             0 if self.channels == 1 => 1,
             0 => 32.min(self.channels),
-            n => n.min(self.channels).min(1024),
+            n => n.min(1024),
         }
     }
 

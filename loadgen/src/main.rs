@@ -9,8 +9,10 @@
 mod client;
 mod config;
 mod coordinator;
+mod fleet;
 mod histogram;
 mod message;
+mod phases;
 mod procstat;
 mod publisher;
 mod report_types;

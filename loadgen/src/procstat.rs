@@ -75,6 +75,21 @@ pub fn total_pss(watched: &[Watched]) -> u64 {
     watched.iter().map(|w| pss_bytes(w.pid)).sum()
 }
 
+/// CPU time the whole machine spent busy (all cores, everything but idle and iowait), from the
+/// first line of /proc/stat, in µs.
+pub fn machine_busy_us() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal (guest time is inside user)
+            let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+            Some(busy * (1_000_000 / TICKS_PER_SEC))
+        })
+        .unwrap_or(0)
+}
+
 /// Readings of every watched process, in order (missing processes read as zero).
 pub fn sample_all(watched: &[Watched]) -> Vec<Sample> {
     watched.iter().map(|w| sample(w.pid).unwrap_or_default()).collect()
@@ -101,5 +116,6 @@ mod tests {
         assert_eq!(parse_watched("42").unwrap().label, "pid42");
         assert!(parse_watched("x=y").is_err());
         assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
+        assert!(machine_busy_us() > 0);
     }
 }

@@ -1,7 +1,8 @@
 //! Publishing at a target rate: Crier's HTTP API, straight into Redis, or a raw HTTP POST
 //! (Nchan). Each of `--publish-concurrency` tasks owns one keep-alive connection and the
 //! channels congruent to its number, so every channel's messages are sent one after another and
-//! their order is defined; the tasks' schedules interleave to give the asked rate overall.
+//! their order is defined (unless there are more tasks than channels: then tasks share a
+//! channel); the tasks' schedules interleave to give the asked rate overall.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -172,8 +173,9 @@ fn mix(mut x: u64) -> u64 {
 
 /// The channel of publish `k` of task `j`: random among the channels congruent to `j`.
 fn pick_channel(channels: u64, tasks: u64, j: u64, k: u64, seq: u64) -> u64 {
-    if channels <= 1 {
-        return 0;
+    if channels <= tasks {
+        // Several publishers share each channel (more publishers than channels).
+        return j % channels.max(1);
     }
     let mine = (channels - j).div_ceil(tasks);
     j + tasks * (mix(seq ^ (k << 32)) % mine)
@@ -310,13 +312,17 @@ mod tests {
 
     #[test]
     fn channels_stay_with_their_task() {
-        for (channels, tasks) in [(10_000u64, 32u64), (7, 3), (1, 1), (5, 5)] {
+        for (channels, tasks) in [(10_000u64, 32u64), (7, 3), (1, 1), (5, 5), (1, 4), (3, 8)] {
             let mut seen = vec![false; channels as usize];
             for j in 0..tasks {
                 for k in 0..2_000 {
                     let ch = pick_channel(channels, tasks, j, k, k * tasks + j);
                     assert!(ch < channels);
-                    assert_eq!(ch % tasks, j % channels.max(1) % tasks);
+                    if channels > tasks {
+                        assert_eq!(ch % tasks, j);
+                    } else {
+                        assert_eq!(ch, j % channels);
+                    }
                     seen[ch as usize] = true;
                 }
             }

@@ -20,6 +20,8 @@ pub struct Summary {
     pub phases: Vec<PhaseResult>,
     /// Highest asked rate whose phase was held (search and fixed phases alike).
     pub max_lossless_rate: Option<f64>,
+    /// Messages the clients received that were not loadgen's (heartbeats, replays).
+    pub foreign_messages: u64,
     pub idle: Option<IdleResult>,
     pub server: Vec<ServerProcess>,
     /// Wall-clock seconds of the whole run.
@@ -94,6 +96,9 @@ pub struct PhaseResult {
     /// loadgen's own CPU (coordinator and workers) over the phase, in cores: when it nears the
     /// machine's core count minus the server's share, the client is the bottleneck.
     pub loadgen_cores: f64,
+    /// Everything else the machine ran during the phase (kernel softirq work of loopback TCP
+    /// included), in cores: a large value means the measurement was disturbed.
+    pub other_cores: f64,
     pub seconds: f64,
     pub held: bool,
     /// Why the phase was not held.
@@ -162,14 +167,14 @@ impl Summary {
         if !self.phases.is_empty() {
             let _ = writeln!(
                 t,
-                "{:>3} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>5}",
+                "{:>3} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>17} {:>5}",
                 "ph", "kind", "asked/s", "pub/s", "expected", "received", "loss%", "reord", "deliv/s", "p50ms", "p90ms",
-                "p99ms", "p99.9ms", "maxms", "cpuµs/d", "srv/lg cores", "held"
+                "p99ms", "p99.9ms", "maxms", "cpuµs/d", "srv/lg/oth cores", "held"
             );
             for p in &self.phases {
                 let _ = writeln!(
                     t,
-                    "{:>3} {:>6} {:>8.1} {:>8.1} {:>10} {:>10} {:>8.4} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>12} {:>5}",
+                    "{:>3} {:>6} {:>8.1} {:>8.1} {:>10} {:>10} {:>8.4} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>17} {:>5}",
                     p.phase,
                     p.kind,
                     p.rate_asked,
@@ -185,7 +190,7 @@ impl Summary {
                     p.latency.p999_ms,
                     p.latency.max_ms,
                     p.server_cpu_us_per_delivery.map_or("-".into(), |v| format!("{v:.2}")),
-                    format!("{:.2}/{:.2}", p.server_cores, p.loadgen_cores),
+                    format!("{:.2}/{:.2}/{:.2}", p.server_cores, p.loadgen_cores, p.other_cores),
                     if p.held { "yes" } else { "NO" }
                 );
                 if !p.held {
@@ -203,6 +208,9 @@ impl Summary {
                     let _ = writeln!(t, "no phase was held without loss");
                 }
             }
+        }
+        if self.foreign_messages > 0 {
+            let _ = writeln!(t, "{} messages that were not loadgen's (heartbeats, replays) were ignored", self.foreign_messages);
         }
         if let Some(i) = &self.idle {
             let _ = writeln!(

@@ -176,14 +176,14 @@ fn histogram(s: &mut String, top: f64, all: &Histogram) {
         let _ = writeln!(s, r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#, y0 + plot_h + 15.0, label_ms(d));
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{:.1}%</text>"#, LEFT - 5.0, y0 + 10.0, top_share * 100.0);
-    for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+    for (i, (q, name)) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")].into_iter().enumerate() {
         let xx = LEFT + plot_w * axis.frac(all.quantile(q) as f64 / 1000.0);
         let _ = writeln!(
             s,
             r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{y0}" y2="{}" stroke="#d62728" stroke-dasharray="3,3"/><text x="{:.1}" y="{}" fill="#d62728">{name}</text>"##,
             y0 + plot_h,
             xx + 3.0,
-            y0 + 24.0
+            y0 + 24.0 + 14.0 * i as f64
         );
     }
 }
