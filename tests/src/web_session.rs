@@ -41,31 +41,12 @@ pub fn meta_content(html: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".to_owned(),
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 impl WebSession {
     /// Signs in through `GET` and `POST /login` at `base` (panics unless it works).
     pub async fn login(base: &str, user: &str, password: &str) -> WebSession {
         let form = http::get(&format!("{base}/login")).await;
         let csrf = set_cookie_value(&form, "crier_csrf").expect("GET /login sets crier_csrf");
-        let body = form_encode(&[("csrf", &csrf), ("username", user), ("password", password)]);
+        let body = crate::login::form_encode(&[("csrf", &csrf), ("username", user), ("password", password)]);
         let answer = http::request(
             Method::POST,
             &format!("{base}/login"),
@@ -142,7 +123,7 @@ impl WebSession {
                 ("cookie", &self.cookie()),
                 ("content-type", "application/x-www-form-urlencoded"),
             ],
-            form_encode(fields),
+            crate::login::form_encode(fields),
         )
         .await
     }
