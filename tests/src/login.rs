@@ -77,20 +77,8 @@ pub async fn open_with_session(url: &str, session: Option<&str>) -> WsClient {
 
 /// Creates an account directly in Redis, as `webserver users add` does.
 pub async fn put_account(redis: &Redis, prefix: &str, name: &str, password: &str, groups: &[&str]) {
-    let store = webserver::store::Store::new(
-        redis.client().clone(),
-        KeyPrefix::new(prefix).expect("valid prefix"),
-    )
-    .expect("webserver store");
-    let account = webserver::accounts::Account {
-        name: Name::parse(name).expect("valid user name"),
-        password_hash: webserver::accounts::hash_password(password).expect("hashable password"),
-        groups: groups
-            .iter()
-            .map(|g| Name::parse(g).expect("valid group"))
-            .collect(),
-    };
-    store.put_account(&account).await.expect("put account");
+    let prefix = KeyPrefix::new(prefix).expect("valid prefix");
+    crate::browser::add_account(redis, &prefix, name, password, groups).await;
 }
 
 // --- the login form ---------------------------------------------------------------------------

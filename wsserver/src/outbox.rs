@@ -180,10 +180,6 @@ impl Outbox {
         }
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.lock().closing.is_some()
-    }
-
     /// Moves everything queued into `batch`, up to `max_bytes` of data frames (at least one).
     /// Returns false when nothing was queued.
     pub fn take_batch(&self, batch: &mut Batch, max_bytes: usize) -> bool {
@@ -209,15 +205,6 @@ impl Outbox {
     /// Waits until something may have been queued.
     pub async fn wait(&self) {
         self.shared.wake.notified().await;
-    }
-
-    /// Queued data frames (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().frames.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -253,12 +253,6 @@ pub struct Membership {
     session: Option<SessionKey>,
 }
 
-impl Membership {
-    pub fn channels(&self) -> &[ChannelName] {
-        &self.channels
-    }
-}
-
 impl Drop for Membership {
     fn drop(&mut self) {
         self.registry.leave(self.id, &self.channels, self.session.as_ref());

@@ -44,8 +44,4 @@ impl Store {
         Ok(redis::cmd("GET").arg(key).query_async(&mut self.conn.clone()).await?)
     }
 
-    /// True when Redis answers PING now.
-    pub async fn ping(&self) -> bool {
-        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.is_ok()
-    }
 }
