@@ -10,10 +10,12 @@
 #   fanout10k    10,000 subscribers of one channel: latency at 5 publishes/s, then the search
 #                (from 10/s)
 #   overload1k   1,000 subscribers, 200 publishes/s asked: deliveries/s, loss
+#   saturate1k   1,000 subscribers, BENCH_SATURATE_RATE publishes/s asked (default 1,000: beyond
+#                the rate Nchan holds here, which 200/s is not on this machine): deliveries/s, loss
 #   idle         19,000 idle sockets held BENCH_IDLE_HOLD seconds: server memory per socket
 #   channels10k  10,000 clients each on its own channel (Crier: a logged-in user each), messages
 #                to random channels through each system's HTTP publish API (32 publishing
-#                connections): highest lossless rate (search from 500/s)
+#                connections): highest lossless rate (search from 2,000/s, x1.15 a step)
 # Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
 #   crier        wsserver + webserver (publish API) + redis-server
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
@@ -26,6 +28,7 @@
 #   BENCH_IDLE_HOLD=10    seconds the idle sockets are held
 #   BENCH_MAX_P99_MS=1000 a phase whose p99 exceeds this counts as a backlog (not held)
 #   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
+#   BENCH_SATURATE_RATE=1000  the rate saturate1k asks for
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
@@ -75,7 +78,8 @@ DURATION=${BENCH_DURATION:-5}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-10}
 MAX_P99=${BENCH_MAX_P99_MS:-1000}
 FANOUT1K_RATE=${BENCH_FANOUT1K_RATE:-50}
-SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k idle channels10k}
+SATURATE_RATE=${BENCH_SATURATE_RATE:-1000}
+SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k saturate1k idle channels10k}
 SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
 OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
@@ -131,13 +135,16 @@ scenario_args() {
         overload1k)
             echo "-n $(scaled 1000) --rate 200"
             ;;
+        saturate1k)
+            echo "-n $(scaled 1000) --rate $SATURATE_RATE"
+            ;;
         idle)
             echo "-n $(scaled 19000) --idle $IDLE_HOLD"
             ;;
         channels10k)
             local n
             n=$(scaled 10000)
-            echo "-n $n --channels $n --search-from 500 --search-factor 1.3 --search-steps 20"
+            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps 24"
             ;;
         *) die "unknown scenario $1" ;;
     esac
@@ -217,7 +224,7 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
                 other_cores_max: ([.phases[].other_cores] | max),
                 connect_failures: .connections.failed}"
             ;;
-        overload1k)
+        overload1k | saturate1k)
             q="{deliveries_per_sec: $fixed.deliveries_per_sec, lost: $fixed.lost, loss_pct: $fixed.loss_pct,
                 sockets_ended: $fixed.sockets_ended, publish_rate: $fixed.publish_rate,
                 p99_ms: $fixed.latency.p99_ms, cpu_us_per_delivery: $fixed.server_cpu_us_per_delivery,

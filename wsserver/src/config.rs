@@ -79,6 +79,11 @@ pub struct Config {
     #[arg(long, env = "CRIER_QUEUE_DEPTH", default_value_t = 1024)]
     pub queue_depth: usize,
 
+    /// Threads that write Redis messages out to the sockets; each socket belongs to one. 0: one
+    /// per CPU (0 to 256).
+    #[arg(long, env = "CRIER_FANOUT_THREADS", default_value_t = 0)]
+    pub fanout_threads: usize,
+
     /// Time a client has to send its upgrade request headers (100ms to 5m).
     #[arg(long, env = "CRIER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -186,6 +191,9 @@ impl Config {
         if !(125..=64 << 20).contains(&self.max_message_size) {
             return Err(invalid("max-message-size", "must be between 125 bytes and 64 MiB"));
         }
+        if self.fanout_threads > 256 {
+            return Err(invalid("fanout-threads", "must be between 0 and 256"));
+        }
         if !(1..=1_000_000).contains(&self.queue_depth) {
             return Err(invalid("queue-depth", "must be between 1 and 1000000"));
         }
@@ -260,6 +268,9 @@ mod tests {
         let err = parse(&["--allowed-origins", "example.com"]).validate().unwrap_err().to_string();
         assert!(err.contains("allowed-origins"), "{err}");
         assert!(parse(&["--max-message-size", "10"]).validate().is_err());
+        let err = parse(&["--fanout-threads", "300"]).validate().unwrap_err().to_string();
+        assert!(err.contains("fanout-threads"), "{err}");
+        assert!(parse(&["--fanout-threads", "3"]).validate().is_ok());
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! One websocket's life after the upgrade: join the registry, replay the persisted messages,
 //! then a reader (this task: client frames, publishing) and a writer task (the outbox, pings,
-//! heartbeats, the close handshake). Writes only ever go through the outbox.
+//! heartbeats, the close handshake). Writes only ever go through the outbox (directly from the
+//! fan-out when the socket is idle, see [`crate::outbox`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use protocol::{ChannelName, Facility, Flags, Identity};
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -19,7 +19,7 @@ use crate::frame::{self, OpCode};
 use crate::frame_reader::{FrameReader, Message, ReadError};
 use crate::outbox::{Batch, CloseReason, Outbox};
 use crate::presence::PresenceGuard;
-use crate::registry::{DeliveryStamp, Member, Membership};
+use crate::registry::{Member, Membership};
 use tokio::sync::oneshot;
 
 /// Close sent to every socket on shutdown.
@@ -60,7 +60,6 @@ struct Joined {
     publish: Vec<ChannelName>,
     echo_filter: Option<Arc<EchoFilter>>,
     outbox: Outbox,
-    stamp: Arc<DeliveryStamp>,
     echo_test: bool,
 }
 
@@ -75,14 +74,13 @@ fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) 
     let publish = channels(socket.flags.publish);
     let echo_filter = (!socket.flags.echo && !publish.is_empty()).then(|| Arc::new(EchoFilter::new()));
     let outbox = Outbox::new(app.config.queue_depth);
-    let stamp = Arc::new(DeliveryStamp::default());
-    let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), stamp: stamp.clone() };
+    let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone() };
     let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
     let (membership, waits) = app.registry.join(id, member, subscribe.clone(), session);
     let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
     app.sockets.add(id, &outbox);
-    let joined = Joined { _open: open, _presence: presence, _membership: membership, subscribe, publish, echo_filter, outbox, stamp, echo_test };
+    let joined = Joined { _open: open, _presence: presence, _membership: membership, subscribe, publish, echo_filter, outbox, echo_test };
     (joined, waits)
 }
 
@@ -111,25 +109,25 @@ async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>>) {
     }
 }
 
-/// Serves one upgraded socket until it closes. `guards` (the connection permit and the
-/// per-address slot) are held for the socket's whole life.
+/// Serves one upgraded socket until it closes. `read_ahead` holds what the client sent after
+/// its upgrade request in the same read. `guards` (the connection permit and the per-address
+/// slot) are held for the socket's whole life.
 ///
 /// Setup and publishing run in boxed futures, so the task of an idle socket only holds the
 /// small read state, not the largest state of every await here: that is memory per socket.
-pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, socket: Socket, guards: G) {
+pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: TcpStream, read_ahead: Bytes, socket: Socket, guards: G) {
     let (joined, waits) = join(&app, socket);
     Box::pin(replay(&app, &joined, waits)).await;
     let outbox = &joined.outbox;
 
-    let (mut rd, wr) = tokio::io::split(io);
+    let (mut rd, wr) = stream.into_split();
     let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
     let reader_done = CancellationToken::new();
     let writer_done = CancellationToken::new();
     let writer = app.tracker.spawn(write_loop(
         app.clone(),
-        wr,
+        Arc::new(wr),
         outbox.clone(),
-        joined.stamp.clone(),
         liveness.clone(),
         reader_done.clone(),
         writer_done.clone(),
@@ -142,7 +140,9 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
         subscribed: &joined.subscribe,
         echo_filter: joined.echo_filter.as_deref(),
     };
-    read_loop(&app, &mut rd, &publisher, &liveness, &writer_done, joined.echo_test).await;
+    let reader = FrameReader::with_read_ahead(app.config.max_message_size, &read_ahead);
+    drop(read_ahead);
+    read_loop(&app, reader, &mut rd, &publisher, &liveness, &writer_done, joined.echo_test).await;
     reader_done.cancel();
     outbox.close(NORMAL);
     let _ = writer.await;
@@ -153,14 +153,14 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, io: TokioIo<Upgraded>, sock
 /// Reads the client's frames until it closes, breaks the protocol, or the writer is done.
 async fn read_loop(
     app: &App,
-    rd: &mut ReadHalf<TokioIo<Upgraded>>,
+    mut reader: FrameReader,
+    rd: &mut OwnedReadHalf,
     publisher: &Publisher<'_>,
     liveness: &Liveness,
     writer_done: &CancellationToken,
     echo_test: bool,
 ) {
     let outbox = publisher.outbox;
-    let mut reader = FrameReader::new(app.config.max_message_size);
     loop {
         // The read is only abandoned once the writer has finished the close handshake and the
         // socket is being torn down; FrameReader keeps its state across a cancelled read.
@@ -240,12 +240,10 @@ impl Publisher<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     app: Arc<App>,
-    mut wr: WriteHalf<TokioIo<Upgraded>>,
+    wr: Arc<OwnedWriteHalf>,
     outbox: Outbox,
-    stamp: Arc<DeliveryStamp>,
     liveness: Arc<Liveness>,
     reader_done: CancellationToken,
     writer_done: CancellationToken,
@@ -264,15 +262,16 @@ async fn write_loop(
     };
     let timer = tokio::time::sleep_until(first_deadline.into());
     tokio::pin!(timer);
+    outbox.lend_socket(wr.clone());
     let close = loop {
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
-            let since = stamp.pending_since_us.swap(0, Ordering::Relaxed);
+            let since = batch.pending_since_us;
             if !batch.frames.is_empty() {
                 // A peer that stops reading blocks this write; an urgent close (its queue
                 // overflowed, it stopped answering pings) abandons it and drops the connection,
                 // since a close frame can no longer follow a half-written frame.
                 let written = tokio::select! {
-                    r = write_all(&mut wr, &batch.frames) => r.is_ok(),
+                    r = write_all(&wr, &batch.frames) => r.is_ok(),
                     () = outbox.urgent() => {
                         tracing::debug!("abandoning a write the peer does not take");
                         false
@@ -310,6 +309,14 @@ async fn write_loop(
                     }
                 }
                 if let Some(heartbeat) = &app.heartbeat_frame {
+                    // Deliveries the fan-out wrote directly count as writes too.
+                    let direct_us = outbox.last_direct_us();
+                    if direct_us != 0 {
+                        let ago = Duration::from_micros(app.registry.now_us().saturating_sub(direct_us));
+                        if let Some(direct) = now.checked_sub(ago) {
+                            last_write = last_write.max(direct);
+                        }
+                    }
                     if now >= last_write + config.heartbeat_interval {
                         outbox.push(heartbeat.clone());
                         last_write = now;
@@ -333,19 +340,21 @@ async fn write_loop(
             }
         }
     };
+    outbox.take_back_socket();
     if let Some(close) = close {
         let close_frame = [frame::close(close.code, close.reason)];
-        let sent = matches!(Box::pin(tokio::time::timeout(CLOSE_GRACE, write_all(&mut wr, &close_frame))).await, Ok(Ok(())));
+        let sent = matches!(Box::pin(tokio::time::timeout(CLOSE_GRACE, write_all(&wr, &close_frame))).await, Ok(Ok(())));
         if sent && !reader_done.is_cancelled() {
             let _ = tokio::time::timeout(CLOSE_GRACE, reader_done.cancelled()).await;
         }
-        let _ = wr.shutdown().await;
     }
+    // The last owner of the write half: dropping it shuts the sending direction down.
+    drop(wr);
     writer_done.cancel();
 }
 
 /// Writes all frames with as few vectored writes as the socket allows.
-async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::io::Result<()> {
+async fn write_all(wr: &OwnedWriteHalf, frames: &[Bytes]) -> std::io::Result<()> {
     let mut index = 0;
     let mut offset = 0;
     while index < frames.len() {
@@ -355,7 +364,15 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
             .take(MAX_SLICES)
             .map(std::io::IoSlice::new)
             .collect();
-        let mut written = wr.write_vectored(&slices).await?;
+        let mut written = match wr.try_write_vectored(&slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                drop(slices);
+                wr.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -366,7 +383,7 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Bytes]) -> std::
         }
         offset += written;
     }
-    wr.flush().await
+    Ok(())
 }
 
 /// Counts the socket in the open-socket gauge for as long as it lives.

@@ -71,6 +71,14 @@ impl FrameReader {
         FrameReader { buffer: BytesMut::new(), max_message, partial: None, utf8_checked: 0 }
     }
 
+    /// A reader that starts with `read_ahead`: bytes already read from the socket (what the
+    /// client sent right behind its upgrade request).
+    pub fn with_read_ahead(max_message: usize, read_ahead: &[u8]) -> FrameReader {
+        let mut reader = FrameReader::new(max_message);
+        reader.buffer.extend_from_slice(read_ahead);
+        reader
+    }
+
     /// Reads until one whole message (or control frame) is available.
     pub async fn next_message<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Message, ReadError> {
         loop {

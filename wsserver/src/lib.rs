@@ -1,6 +1,7 @@
-//! Crier's websocket server. The message path: Redis ([`subscriber`]) → [`registry`] (fan-out,
-//! one encoded [`frame`] shared by all) → each socket's [`outbox`] → its writer in
-//! [`connection`]. The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
+//! Crier's websocket server. The message path: Redis ([`subscriber`]) → [`registry`] (who
+//! listens, one encoded [`frame`] shared by all) → [`fanout`] shards → each socket's [`outbox`]
+//! (a direct write when the socket is idle) → otherwise its writer in [`connection`].
+//! The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
 
 pub mod access;
 pub mod admin;
@@ -9,6 +10,7 @@ pub mod auth_callback;
 pub mod config;
 pub mod connection;
 pub mod echo_filter;
+pub mod fanout;
 pub mod frame;
 pub mod frame_reader;
 pub mod handshake;

@@ -34,6 +34,29 @@ impl Refusal {
 /// Upper bounds (seconds) of the delivery latency histogram.
 const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// Delivery latencies collected locally, added to [`Metrics`] in one go.
+#[derive(Default)]
+pub struct DeliveryTally {
+    buckets: [u64; 12],
+    count: u64,
+    sum_us: u64,
+}
+
+impl DeliveryTally {
+    pub fn observe_us(&mut self, latency_us: u64) {
+        let secs = latency_us as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_us += latency_us;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// Process-wide metrics; lock-free atomics, shared by reference.
 #[derive(Default)]
 pub struct Metrics {
@@ -71,6 +94,21 @@ impl Metrics {
         }
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// Adds the latencies a fan-out shard tallied for one message (one update per message, not
+    /// per socket).
+    pub fn record_deliveries(&self, tally: &DeliveryTally) {
+        if tally.count == 0 {
+            return;
+        }
+        for (bucket, n) in self.latency_buckets.iter().zip(tally.buckets) {
+            if n > 0 {
+                bucket.fetch_add(n, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(tally.count, Relaxed);
+        self.latency_sum_us.fetch_add(tally.sum_us, Relaxed);
     }
 
     /// The Prometheus text exposition.

@@ -3,6 +3,14 @@
 //! Producers (the Redis fan-out, the reader's pongs, shutdown) push encoded frames; the socket's
 //! writer task takes everything queued in one batch and writes it with one vectored write.
 //!
+//! **Direct writes**: the fan-out *stages* its deliveries (queued, the writer not woken) and then
+//! *flushes* each socket it staged to: when no write is in progress, what is queued leaves in
+//! one non-blocking vectored write from the fan-out itself (no task wake-up); whatever the socket
+//! does not take at once stays queued and the writer is woken for it, so order is kept. When
+//! messages arrive faster than the fan-out writes, several are staged per socket before its flush
+//! and leave in one write. The socket's write side is lent to the outbox for that while the
+//! writer runs ([`Outbox::lend_socket`]).
+//!
 //! **Slow-consumer policy** (the only place it lives): when a data frame would make the queue
 //! longer than its depth, the frame is not queued, the queue is dropped, and the socket is
 //! closed with [`SLOW_CONSUMER`] (1008, "slow consumer"). Other sockets are never delayed by it:
@@ -12,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Close code and reason for a socket whose queue overflowed.
@@ -58,7 +67,41 @@ struct State {
     control: VecDeque<Bytes>,
     closing: Option<CloseReason>,
     urgent: bool,
+    /// The writer holds a batch it is writing: direct writes must wait behind it.
+    writing: bool,
+    /// The socket's write side, for direct writes; set while the writer runs.
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// Arrival time (the registry's clock, µs) of the oldest queued delivery; 0 when none.
+    pending_since_us: u64,
+    /// Arrival time of the last delivery written directly (heartbeats count it as a write).
+    last_direct_us: u64,
+    /// Staged by the fan-out since its last flush of this socket.
+    staged: bool,
 }
+
+/// What [`Outbox::stage`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staged {
+    /// Queued; the first since the last flush, so the caller must [`Outbox::flush`] it.
+    First,
+    /// Queued behind frames staged earlier (one flush covers them all).
+    Again,
+    /// The queue overflowed: the socket is now closing as a slow consumer.
+    Overflowed,
+    /// The socket is already closing; the frame was dropped.
+    Closing,
+}
+
+/// Frames [`Outbox::flush`] wrote directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub frames: usize,
+    /// Arrival time of the oldest of them.
+    pub since_us: u64,
+}
+
+/// Most frames one direct write carries.
+const DIRECT_SLICES: usize = 16;
 
 /// One batch for the writer.
 #[derive(Debug, Default)]
@@ -66,6 +109,8 @@ pub struct Batch {
     pub frames: Vec<Bytes>,
     /// Set when the socket must be closed after `frames` are written.
     pub close: Option<CloseReason>,
+    /// Arrival time of the oldest delivery in `frames` (0: none), for the latency metric.
+    pub pending_since_us: u64,
 }
 
 impl Outbox {
@@ -78,6 +123,11 @@ impl Outbox {
                     control: VecDeque::new(),
                     closing: None,
                     urgent: false,
+                    writing: false,
+                    socket: None,
+                    pending_since_us: 0,
+                    last_direct_us: 0,
+                    staged: false,
                 }),
                 wake: Notify::new(),
                 urgent: Notify::new(),
@@ -111,6 +161,84 @@ impl Outbox {
             self.shared.wake.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Queues a fan-out frame that arrived from Redis at `arrived_us` without waking the writer
+    /// (slow-consumer policy as for [`Outbox::push`]); [`Staged::First`] asks for a flush.
+    pub fn stage(&self, frame: Bytes, arrived_us: u64) -> Staged {
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return Staged::Closing;
+        }
+        if state.frames.len() >= state.depth {
+            drop(state);
+            // Same path as push: overflow closes the socket.
+            return match self.push(frame) {
+                Pushed::Overflowed => Staged::Overflowed,
+                _ => Staged::Closing,
+            };
+        }
+        state.frames.push_back(frame);
+        if state.pending_since_us == 0 {
+            state.pending_since_us = arrived_us;
+        }
+        if std::mem::replace(&mut state.staged, true) {
+            Staged::Again
+        } else {
+            Staged::First
+        }
+    }
+
+    /// Sends what was staged: directly, in one non-blocking vectored write, when the writer is
+    /// idle and the socket lent; what the socket does not take (or everything, otherwise) is
+    /// left to the writer, which is woken.
+    pub fn flush(&self) -> Option<Flushed> {
+        let mut state = self.lock();
+        state.staged = false;
+        if state.frames.is_empty() {
+            return None;
+        }
+        let mut flushed = None;
+        if !state.writing && state.closing.is_none() && state.control.is_empty() {
+            if let Some(socket) = &state.socket {
+                let mut slices = [std::io::IoSlice::new(&[]); DIRECT_SLICES];
+                let mut count = 0;
+                for (slice, frame) in slices.iter_mut().zip(&state.frames) {
+                    *slice = std::io::IoSlice::new(frame);
+                    count += 1;
+                }
+                // WouldBlock or an error: the writer waits for the socket or meets the error
+                // and ends the connection.
+                let result = if count == 1 { socket.try_write(&state.frames[0]) } else { socket.try_write_vectored(&slices[..count]) };
+                if let Ok(mut written) = result {
+                    let mut frames = 0;
+                    while written > 0 {
+                        let front = state.frames.front_mut().expect("written bytes were queued");
+                        if written >= front.len() {
+                            written -= front.len();
+                            state.frames.pop_front();
+                            frames += 1;
+                        } else {
+                            *front = front.slice(written..);
+                            written = 0;
+                        }
+                    }
+                    if frames > 0 {
+                        flushed = Some(Flushed { frames, since_us: state.pending_since_us });
+                        state.last_direct_us = state.pending_since_us;
+                        if state.frames.is_empty() {
+                            state.pending_since_us = 0;
+                        }
+                    }
+                }
+            }
+        }
+        let rest = !state.frames.is_empty();
+        drop(state);
+        if rest {
+            self.shared.wake.notify_one();
+        }
+        flushed
     }
 
     /// Puts the replay of persisted messages before everything queued. A replayed message that
@@ -180,10 +308,27 @@ impl Outbox {
         }
     }
 
+    /// Lends the socket's write side for direct writes (the writer calls this once it runs).
+    pub fn lend_socket(&self, socket: Arc<OwnedWriteHalf>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// Ends direct writes (the writer calls this before its close frame and when it ends).
+    pub fn take_back_socket(&self) {
+        self.lock().socket = None;
+    }
+
+    /// Arrival time of the last directly written delivery (0: none).
+    pub fn last_direct_us(&self) -> u64 {
+        self.lock().last_direct_us
+    }
+
     /// Moves everything queued into `batch`, up to `max_bytes` of data frames (at least one).
-    /// Returns false when nothing was queued.
+    /// Returns false when nothing was queued. The writer calls it after each write: until it
+    /// calls again, direct writes queue behind the batch.
     pub fn take_batch(&self, batch: &mut Batch, max_bytes: usize) -> bool {
         let mut state = self.lock();
+        batch.pending_since_us = std::mem::take(&mut state.pending_since_us);
         batch.frames.extend(state.control.drain(..));
         let mut bytes = 0;
         while let Some(frame) = state.frames.front() {
@@ -199,6 +344,7 @@ impl Outbox {
         if state.frames.is_empty() {
             batch.close = state.closing;
         }
+        state.writing = !batch.frames.is_empty();
         !batch.frames.is_empty() || batch.close.is_some()
     }
 
@@ -249,5 +395,105 @@ mod tests {
         o.take_batch(&mut b, 2);
         assert_eq!(b.frames, ["p", "r", "a"].map(Bytes::from));
         assert_eq!(b.close, None);
+    }
+
+    /// A connected loopback pair: the write half lent to outboxes, and the peer.
+    async fn socket_pair() -> (Arc<OwnedWriteHalf>, tokio::net::TcpStream, tokio::net::tcp::OwnedReadHalf) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = server.into_split();
+        (Arc::new(write), client, read)
+    }
+
+    async fn read_exactly(peer: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0; n];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut buf)).await.unwrap().unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn staged_frames_leave_in_one_direct_write_when_the_writer_is_idle() {
+        let (socket, mut peer, _read) = socket_pair().await;
+        let o = Outbox::new(4);
+        assert_eq!(o.stage(Bytes::from_static(b"early"), 7), Staged::First);
+        assert_eq!(o.flush(), None, "no socket lent yet: left to the writer");
+        o.lend_socket(socket);
+        // The writer takes what is queued before the fan-out's flush: the flush has nothing left.
+        assert_eq!(o.stage(Bytes::from_static(b"second"), 8), Staged::First);
+        let mut b = Batch::default();
+        assert!(o.take_batch(&mut b, 1 << 20));
+        assert_eq!(b.frames, ["early", "second"].map(Bytes::from));
+        assert_eq!(b.pending_since_us, 7);
+        assert_eq!(o.flush(), None);
+        // The writer is busy with that batch: a flush leaves the frame to it.
+        assert_eq!(o.stage(Bytes::from_static(b"third"), 9), Staged::First);
+        assert_eq!(o.flush(), None);
+        let mut b2 = Batch::default();
+        assert!(o.take_batch(&mut b2, 1 << 20));
+        assert_eq!(b2.frames, ["third"].map(Bytes::from));
+        // The writer finished and found nothing more: the flush writes, all staged frames at once.
+        assert!(!o.take_batch(&mut Batch::default(), 1 << 20));
+        assert_eq!(o.stage(Bytes::from_static(b"d1"), 10), Staged::First);
+        assert_eq!(o.stage(Bytes::from_static(b"d2"), 11), Staged::Again);
+        assert_eq!(o.flush(), Some(Flushed { frames: 2, since_us: 10 }));
+        assert_eq!(o.last_direct_us(), 10);
+        assert_eq!(read_exactly(&mut peer, 4).await, b"d1d2");
+        assert!(!o.take_batch(&mut Batch::default(), 1 << 20), "nothing left for the writer");
+        // Taken back: flushes leave everything to the writer again.
+        o.take_back_socket();
+        assert_eq!(o.stage(Bytes::from_static(b"later"), 12), Staged::First);
+        assert_eq!(o.flush(), None);
+        // Staging applies the slow-consumer policy too.
+        for i in 0..3 {
+            assert_eq!(o.stage(Bytes::from(vec![i]), 13), if i == 0 { Staged::First } else { Staged::Again });
+        }
+        assert_eq!(o.stage(Bytes::from_static(b"over"), 14), Staged::Overflowed);
+        assert_eq!(o.stage(Bytes::from_static(b"late"), 15), Staged::Closing);
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_is_queued_in_order() {
+        use tokio::io::AsyncReadExt;
+        let (socket, mut peer, _read) = socket_pair().await;
+        let o = Outbox::new(1000);
+        o.lend_socket(socket.clone());
+        let frames: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+        let mut written = 0;
+        // The peer reads nothing yet: the kernel's buffers fill, and the rest stays queued.
+        for frame in &frames {
+            assert_eq!(o.stage(frame.clone(), 1), Staged::First);
+            if let Some(flushed) = o.flush() {
+                written += flushed.frames;
+            }
+        }
+        assert!(written > 0 && written < frames.len(), "written directly: {written} of {}", frames.len());
+        let mut b = Batch::default();
+        assert!(o.take_batch(&mut b, usize::MAX));
+        assert_eq!(b.pending_since_us, 1);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        // What the writer would do with the batch.
+        for frame in &b.frames {
+            let mut rest = &frame[..];
+            while !rest.is_empty() {
+                socket.writable().await.unwrap();
+                match socket.try_write(rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        o.take_back_socket();
+        drop(socket);
+        let all = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.unwrap().unwrap();
+        let expected: Vec<u8> = frames.concat();
+        assert_eq!(all.len(), expected.len(), "every byte exactly once");
+        assert!(all == expected, "bytes in delivery order");
     }
 }

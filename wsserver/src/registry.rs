@@ -2,10 +2,9 @@
 //! a channel asks the subscriber to SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE;
 //! membership ends when the [`Membership`] guard is dropped, however the socket ends.
 //!
-//! Locking: one std `Mutex` over the whole map. It is held for map updates and for one fan-out
-//! (pushing an already encoded frame into each member's queue, which never waits), never across
-//! an `.await`. A single lock keeps join/leave/deliver ordering simple; fan-out runs on the one
-//! subscriber task, so contention is limited to connects and disconnects.
+//! Locking: one std `Mutex` over the whole map. It is held for map updates and, per message,
+//! for sorting the channel's members into the fan-out's shards (no socket is written under
+//! it), never across an `.await`. The writes happen in [`crate::fanout`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +16,9 @@ use protocol::{ChannelName, SessionKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::echo_filter::EchoFilter;
+use crate::fanout::Fanout;
 use crate::metrics::Metrics;
-use crate::outbox::{CloseReason, Outbox, Pushed};
+use crate::outbox::{CloseReason, Outbox};
 
 /// Identifies one socket in this process.
 pub type SocketId = u64;
@@ -29,15 +29,23 @@ pub struct Member {
     pub outbox: Outbox,
     /// Present when the socket did not ask for `echo`.
     pub echo_filter: Option<Arc<EchoFilter>>,
-    /// When the socket's writer last finished a write, for delivery latency (shared).
-    pub stamp: Arc<DeliveryStamp>,
 }
 
-/// The arrival time of the oldest message queued but not yet written, per socket.
-#[derive(Default)]
-pub struct DeliveryStamp {
-    /// Microseconds since the registry's epoch; 0 when nothing is pending.
-    pub pending_since_us: AtomicU64,
+/// A cheap monotonic clock in microseconds since the registry started (never 0), for delivery
+/// stamps.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock { epoch: Instant::now() }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
+    }
 }
 
 enum State {
@@ -67,30 +75,37 @@ pub struct Registry {
     /// Channels whose interest changed; the subscriber reconciles them with Redis.
     dirty: mpsc::UnboundedSender<ChannelName>,
     next_id: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
+    fanout: Arc<Fanout>,
     heartbeat: Option<Bytes>,
     /// Channel on which ended sessions are announced; always subscribed.
     revocations: ChannelName,
-    epoch: Instant,
+    clock: Clock,
 }
 
 /// Receiving end of the registry's change notifications, owned by the subscriber.
 pub type DirtyChannels = mpsc::UnboundedReceiver<ChannelName>;
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>, heartbeat: Option<&str>, revocations: ChannelName) -> (Registry, DirtyChannels) {
+    /// Starts `fanout_shards` fan-out threads (see [`crate::fanout`]).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        heartbeat: Option<&str>,
+        revocations: ChannelName,
+        fanout_shards: usize,
+    ) -> std::io::Result<(Registry, DirtyChannels)> {
         let (dirty, rx) = mpsc::unbounded_channel();
         let _ = dirty.send(revocations.clone());
+        let clock = Clock::start();
         let registry = Registry {
             inner: Arc::new(Mutex::new(Inner { channels: HashMap::new(), sessions: HashMap::new() })),
             dirty,
             next_id: Arc::new(AtomicU64::new(1)),
-            metrics,
+            fanout: Arc::new(Fanout::start(fanout_shards, metrics, clock)?),
             heartbeat: heartbeat.map(|h| Bytes::copy_from_slice(h.as_bytes())),
             revocations,
-            epoch: Instant::now(),
+            clock,
         };
-        (registry, rx)
+        Ok((registry, rx))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -103,7 +118,7 @@ impl Registry {
 
     /// Microseconds since this registry started (a cheap monotonic clock for stamps).
     pub fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64 + 1
+        self.clock.now_us()
     }
 
     /// Adds a socket to `channels`. Returns the guard that removes it again and a receiver per
@@ -204,8 +219,8 @@ impl Registry {
         }
     }
 
-    /// Fans one Redis message out: encodes it once and queues the same bytes to every member,
-    /// except members whose own publish this is. Returns the number of sockets it was queued to.
+    /// Fans one Redis message out: encodes it once and hands the same bytes for every member,
+    /// except members whose own publish this is, to the fan-out. Returns the number of sockets.
     pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
         if self.heartbeat.as_deref() == Some(payload) {
             return 0;
@@ -214,34 +229,26 @@ impl Registry {
             self.revoke(payload);
             return 0;
         }
-        let inner = self.lock();
-        let Some(entry) = inner.channels.get(channel) else { return 0 };
-        let frame = crate::frame::text(payload);
-        let now = self.now_us();
-        let mut queued = 0;
-        let mut overflowed = 0;
-        for member in entry.members.values() {
-            if let Some(filter) = &member.echo_filter {
-                if filter.swallow(channel, payload) {
-                    continue;
+        let arrived_us = self.now_us();
+        let mut split = self.fanout.split();
+        let mut count = 0;
+        {
+            let inner = self.lock();
+            let Some(entry) = inner.channels.get(channel) else { return 0 };
+            for (id, member) in &entry.members {
+                if let Some(filter) = &member.echo_filter {
+                    if filter.swallow(channel, payload) {
+                        continue;
+                    }
                 }
-            }
-            match member.outbox.push(frame.clone()) {
-                Pushed::Queued => {
-                    queued += 1;
-                    let _ = member.stamp.pending_since_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-                }
-                Pushed::Overflowed => overflowed += 1,
-                Pushed::Closing => {}
+                split.add(*id, &member.outbox);
+                count += 1;
             }
         }
-        drop(inner);
-        self.metrics.messages_out.fetch_add(queued as u64, Ordering::Relaxed);
-        if overflowed > 0 {
-            self.metrics.slow_consumer_closes.fetch_add(overflowed, Ordering::Relaxed);
-            tracing::info!(channel = %service::Escaped(channel), sockets = overflowed, "closed slow consumers");
+        if count > 0 {
+            self.fanout.send(crate::frame::text(payload), split, arrived_us, channel);
         }
-        queued
+        count
     }
 }
 

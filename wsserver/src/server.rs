@@ -38,6 +38,8 @@ pub enum RunError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot start the fan-out threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
@@ -45,7 +47,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     config.validate()?;
     let client = redis::Client::open(config.redis_url.as_str())?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(metrics.clone(), config.heartbeat.as_deref(), config.key_prefix().session_revocations());
+    let (registry, dirty) = Registry::new(
+        metrics.clone(),
+        config.heartbeat.as_deref(),
+        config.key_prefix().session_revocations(),
+        crate::fanout::Fanout::shards_for(config.fanout_threads),
+    )
+    .map_err(RunError::Threads)?;
     let store = Store::new(client.clone())?;
     let prefix = config.key_prefix();
     let (presence, recorder) = PresenceRecorder::new(

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use service::Escaped;
 
 use crate::app::App;
@@ -66,9 +68,14 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     let socket = Socket { facility: wanted.facility, flags: wanted.flags, identity };
     let task_app = app.clone();
     app.tracker.spawn(async move {
-        match upgrade.await {
-            Ok(ws) => connection::serve(task_app, ws.into_inner(), socket, (permit, slot)).await,
-            Err(e) => tracing::debug!(%peer, "upgrade did not complete: {e}"),
+        let upgraded = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => return tracing::debug!(%peer, "upgrade did not complete: {e}"),
+        };
+        // The fan-out writes to the TCP socket itself, so take it back from hyper.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => connection::serve(task_app, parts.io.into_inner(), parts.read_buf, socket, (permit, slot)).await,
+            Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream; dropped"),
         }
     });
     let (parts, _) = response.into_parts();
