@@ -29,6 +29,7 @@
 #   BENCH_MAX_P99_MS=1000 a phase whose p99 exceeds this counts as a backlog (not held)
 #   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
 #   BENCH_SATURATE_RATE=1000  the rate saturate1k asks for
+#   BENCH_SEARCH_STEPS=<per scenario>  cap on the search steps (0: the fixed-rate phases only)
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
@@ -112,6 +113,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# steps N: the scenario's search steps, capped by BENCH_SEARCH_STEPS.
+steps() { local n=$1 cap=${BENCH_SEARCH_STEPS:-$1}; echo $((cap < n ? cap : n)); }
+
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
 
 # Each loadgen run binds its clients to a fresh set of source addresses, so that sockets still in
@@ -127,10 +131,10 @@ next_sources() {
 scenario_args() {
     case $1 in
         fanout1k)
-            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps 24"
+            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps $(steps 24)"
             ;;
         fanout10k)
-            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps 20"
+            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps $(steps 20)"
             ;;
         overload1k)
             echo "-n $(scaled 1000) --rate 200"
@@ -144,7 +148,7 @@ scenario_args() {
         channels10k)
             local n
             n=$(scaled 10000)
-            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps 24"
+            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps $(steps 24)"
             ;;
         *) die "unknown scenario $1" ;;
     esac

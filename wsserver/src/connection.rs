@@ -270,13 +270,18 @@ async fn write_loop(
                 // A peer that stops reading blocks this write; an urgent close (its queue
                 // overflowed, it stopped answering pings) abandons it and drops the connection,
                 // since a close frame can no longer follow a half-written frame.
-                let written = tokio::select! {
-                    r = write_all(&wr, &batch.frames) => r.is_ok(),
-                    () = outbox.urgent() => {
-                        tracing::debug!("abandoning a write the peer does not take");
-                        false
+                // Boxed: the write's state (its readiness and urgent-close waiters) is only
+                // held while writing, not by every idle writer task.
+                let written = Box::pin(async {
+                    tokio::select! {
+                        r = write_all(&wr, &batch.frames) => r.is_ok(),
+                        () = outbox.urgent() => {
+                            tracing::debug!("abandoning a write the peer does not take");
+                            false
+                        }
                     }
-                };
+                })
+                .await;
                 if !written {
                     break None;
                 }
