@@ -10,7 +10,7 @@
 #   fanout10k    10,000 subscribers of one channel: latency at 5 publishes/s, then the search
 #                (from 10/s)
 #   overload1k   1,000 subscribers, 200 publishes/s asked: deliveries/s, loss
-#   saturate1k   1,000 subscribers, BENCH_SATURATE_RATE publishes/s asked (default 1,000: beyond
+#   saturate1k   1,000 subscribers, BENCH_SATURATE_RATE publishes/s asked (default 2,000: beyond
 #                the rate Nchan holds here, which 200/s is not on this machine): deliveries/s, loss
 #   idle         19,000 idle sockets held BENCH_IDLE_HOLD seconds: server memory per socket
 #   channels10k  10,000 clients each on its own channel (Crier: a logged-in user each), messages
@@ -28,7 +28,7 @@
 #   BENCH_IDLE_HOLD=10    seconds the idle sockets are held
 #   BENCH_MAX_P99_MS=1000 a phase whose p99 exceeds this counts as a backlog (not held)
 #   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
-#   BENCH_SATURATE_RATE=1000  the rate saturate1k asks for
+#   BENCH_SATURATE_RATE=2000  the rate saturate1k asks for
 #   BENCH_SEARCH_STEPS=<per scenario>  cap on the search steps (0: the fixed-rate phases only)
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
@@ -79,7 +79,7 @@ DURATION=${BENCH_DURATION:-5}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-10}
 MAX_P99=${BENCH_MAX_P99_MS:-1000}
 FANOUT1K_RATE=${BENCH_FANOUT1K_RATE:-50}
-SATURATE_RATE=${BENCH_SATURATE_RATE:-1000}
+SATURATE_RATE=${BENCH_SATURATE_RATE:-2000}
 SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k saturate1k idle channels10k}
 SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
 OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
