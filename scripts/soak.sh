@@ -9,7 +9,9 @@
 #   SOAK_SECONDS        churn duration (default 600)
 #   SOAK_SOCKETS        concurrent sockets (default 2000)
 #   SOAK_CHANNELS       facilities the sockets spread over (default 50)
-#   SOAK_WARMUP         warm-up churn before the "before" sample, in seconds (default 60)
+#   SOAK_WARMUP         warm-up churn before the "before" sample, in seconds (default 240: with
+#                       the fan-out threads' allocator arenas wsserver's RSS levels off after
+#                       about 3 minutes of churn; see BENCHMARKS.md "Soak")
 #   SOAK_TOLERANCE_PCT  allowed RSS and fd difference between before and after (default 5)
 #   SOAK_SAMPLE_EVERY   seconds between samples during the churn (default 10)
 #
@@ -34,7 +36,7 @@ source "$ROOT/scripts/lib/free-port.sh"
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_SOCKETS=${SOAK_SOCKETS:-2000}
 SOAK_CHANNELS=${SOAK_CHANNELS:-50}
-SOAK_WARMUP=${SOAK_WARMUP:-60}
+SOAK_WARMUP=${SOAK_WARMUP:-240}
 SOAK_TOLERANCE_PCT=${SOAK_TOLERANCE_PCT:-5}
 SOAK_SAMPLE_EVERY=${SOAK_SAMPLE_EVERY:-10}
 PREFIX=soak
