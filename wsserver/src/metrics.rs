@@ -88,12 +88,9 @@ impl Metrics {
 
     /// Records the time from a message's arrival from Redis to the end of its socket write.
     pub fn observe_delivery(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+        let mut tally = DeliveryTally::default();
+        tally.observe_us(latency.as_micros() as u64);
+        self.record_deliveries(&tally);
     }
 
     /// Adds the latencies a fan-out shard tallied for one message (one update per message, not

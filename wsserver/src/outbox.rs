@@ -146,12 +146,7 @@ impl Outbox {
             return Pushed::Closing;
         }
         if state.frames.len() >= state.depth {
-            state.frames = VecDeque::new();
-            state.closing = Some(SLOW_CONSUMER);
-            state.urgent = true;
-            drop(state);
-            self.shared.wake.notify_one();
-            self.shared.urgent.notify_waiters();
+            self.overflow(state);
             return Pushed::Overflowed;
         }
         state.frames.push_back(frame);
@@ -163,6 +158,16 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// The slow-consumer policy: drop the queue and close the socket with [`SLOW_CONSUMER`].
+    fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        state.frames = VecDeque::new();
+        state.closing = Some(SLOW_CONSUMER);
+        state.urgent = true;
+        drop(state);
+        self.shared.wake.notify_one();
+        self.shared.urgent.notify_waiters();
+    }
+
     /// Queues a fan-out frame that arrived from Redis at `arrived_us` without waking the writer
     /// (slow-consumer policy as for [`Outbox::push`]); [`Staged::First`] asks for a flush.
     pub fn stage(&self, frame: Bytes, arrived_us: u64) -> Staged {
@@ -171,12 +176,8 @@ impl Outbox {
             return Staged::Closing;
         }
         if state.frames.len() >= state.depth {
-            drop(state);
-            // Same path as push: overflow closes the socket.
-            return match self.push(frame) {
-                Pushed::Overflowed => Staged::Overflowed,
-                _ => Staged::Closing,
-            };
+            self.overflow(state);
+            return Staged::Overflowed;
         }
         state.frames.push_back(frame);
         if state.pending_since_us == 0 {
@@ -202,11 +203,10 @@ impl Outbox {
         if !state.writing && state.closing.is_none() && state.control.is_empty() {
             if let Some(socket) = &state.socket {
                 let mut slices = [std::io::IoSlice::new(&[]); DIRECT_SLICES];
-                let mut count = 0;
                 for (slice, frame) in slices.iter_mut().zip(&state.frames) {
                     *slice = std::io::IoSlice::new(frame);
-                    count += 1;
                 }
+                let count = state.frames.len().min(DIRECT_SLICES);
                 // WouldBlock or an error: the writer waits for the socket or meets the error
                 // and ends the connection.
                 let result = if count == 1 { socket.try_write(&state.frames[0]) } else { socket.try_write_vectored(&slices[..count]) };
