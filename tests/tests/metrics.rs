@@ -104,6 +104,11 @@ async fn metrics_move_with_traffic_and_refusals() {
     }
     stack.sync(&channel, &mut subscribers).await;
     let publisher = stack.connect("/ws/m?publish-broadcast").await;
+    // A socket counts as open once its task has started, just after the client's upgrade.
+    wait_until(Duration::from_secs(5), "crier_ws_sockets_open is 4", || async {
+        stack.metric("crier_ws_sockets_open").await == Some(4.0)
+    })
+    .await;
     let mid = stack.metrics().await;
     assert_eq!(value(&mid, "crier_ws_sockets_open"), 4.0);
     assert_eq!(
