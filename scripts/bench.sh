@@ -202,9 +202,14 @@ stop_system() {
     bench_redis_flush
 }
 
-# Redis connections held by wsserver (Crier) right now.
+# Redis connections held by wsserver (Crier) right now: its sockets to 127.0.0.1:REDIS_PORT that
+# it opened itself. A client socket it accepted whose ephemeral source port happens to equal
+# REDIS_PORT would match "dport" too (with 19,000 clients over 8 source addresses that happens),
+# so sockets on wsserver's own listening ports are left out.
 redis_conns_of() {
-    ss -Htnp state established "( dport = :$REDIS_PORT )" 2>/dev/null | grep -c "pid=$1," || true
+    ss -Htnp state established \
+        "( dst 127.0.0.1:$REDIS_PORT and not sport = :$WS_PORT and not sport = :$WS_ADMIN_PORT )" 2>/dev/null |
+        grep -c "pid=$1," || true
 }
 
 RESULTS=$OUT/results.tsv
