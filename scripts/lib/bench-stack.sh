@@ -14,7 +14,9 @@
 #   bench_nchan_stop
 #
 # Every server gets the same descriptor cap (BENCH_SERVER_NOFILE, default 20000) and the same
-# number of worker threads/processes (BENCH_SERVER_WORKERS, default: number of cores).
+# number of worker threads/processes (BENCH_SERVER_WORKERS, default: number of cores): wsserver's
+# tokio workers (its fan-out threads are one per core by default) and nginx's workers. webserver
+# runs with its default of one thread (--threads 1), the cheapest per request.
 
 _bench_log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -78,7 +80,7 @@ bench_crier_start() {
     WS_PID=$!
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
-        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
+        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
             --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
     ) >"$dir/webserver.log" 2>&1 &
     WEB_PID=$!

@@ -1,5 +1,5 @@
 //! Runtime pieces both Crier binaries share: shutdown signals, logging, log-safe text,
-//! human durations and systemd readiness notification.
+//! human durations, systemd readiness notification and the tokio runtime.
 
 pub mod duration;
 pub mod http;
@@ -7,6 +7,7 @@ pub mod logging;
 pub mod notify;
 pub mod redact;
 pub mod redis_link;
+pub mod runtime;
 pub mod shutdown;
 
 pub use duration::parse_duration;

@@ -22,7 +22,12 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Respon
 }
 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    with_type(status, "application/json", value.to_string())
+    json_text(status, value.to_string())
+}
+
+/// A body that is already JSON text.
+pub fn json_text(status: StatusCode, body: String) -> Response<Body> {
+    with_type(status, "application/json", body)
 }
 
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {

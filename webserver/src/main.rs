@@ -1,12 +1,11 @@
-//! webserver binary: parse the configuration, set up logging, then either run a `users`
-//! subcommand or bind and `run`.
+//! webserver binary: parse the configuration, set up logging and the runtime, then either run
+//! a `users` subcommand or bind and `run`.
 
 use anyhow::Context;
 use clap::Parser;
 use crier_webserver::{Command, Config};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("webserver: invalid configuration: {e}");
@@ -18,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     service::init_logging(config.log_format);
+    let runtime = service::runtime::build(config.threads).context("cannot start the runtime (--threads)")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(Command::Users(users)) = &config.command {
         match crier_webserver::users_cli::run(&config, users).await {
             Ok(out) => {
