@@ -128,9 +128,14 @@ pub struct Config {
     #[arg(long, default_value_t = 1.5)]
     pub search_factor: f64,
 
-    /// Most phases the search runs.
+    /// Most phases the search runs stepping up.
     #[arg(long, default_value_t = 10)]
     pub search_steps: usize,
+
+    /// Phases after the first failed search step that bisect (geometrically) between the last
+    /// held rate and the failed one, to know the highest held rate more finely than one step.
+    #[arg(long, default_value_t = 0)]
+    pub search_refine: usize,
 
     /// A phase whose p99 latency exceeds this (ms) counts as a backlog, not held.
     #[arg(long, default_value_t = 1000.0)]
@@ -237,9 +242,9 @@ impl Config {
         if !(self.search_factor > 1.0 && self.search_factor <= 10.0) {
             return Err("--search-factor must be in (1, 10]".into());
         }
-        let phases = self.rate.len() + if self.search_from.is_some() { self.search_steps } else { 0 };
+        let phases = self.phase_count();
         if phases > crate::message::MAX_PHASES as usize {
-            return Err(format!("at most {} phases (fixed rates + search steps)", crate::message::MAX_PHASES));
+            return Err(format!("at most {} phases (fixed rates + search steps + refinements)", crate::message::MAX_PHASES));
         }
         if self.idle.is_none() && phases == 0 && self.publish != PublishVia::None {
             return Err("give --rate and/or --search-from (or --idle, or --publish none)".into());
@@ -260,7 +265,8 @@ impl Config {
     }
 
     pub fn phase_count(&self) -> usize {
-        self.rate.len() + if self.search_from.is_some() { self.search_steps } else { 0 }
+        let search = crate::search::RateSearch::max_phases(self.search_steps, self.search_refine);
+        self.rate.len() + if self.search_from.is_some() { search } else { 0 }
     }
 
     pub fn publish_concurrency(&self) -> usize {

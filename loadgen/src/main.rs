@@ -15,6 +15,7 @@ mod message;
 mod phases;
 mod procstat;
 mod publisher;
+mod search;
 mod report_types;
 mod sessions;
 mod summary;

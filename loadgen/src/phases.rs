@@ -1,5 +1,5 @@
 //! The phases: publish at a rate, wait for the deliveries, sample the server, and judge whether
-//! the rate was held; fixed rates first, then the search that steps up until a phase fails.
+//! the rate was held; fixed rates first, then the search (`crate::search`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use crate::fleet::Shared;
 use crate::message;
 use crate::procstat;
 use crate::publisher::Publisher;
+use crate::search::{RateSearch, Step};
 use crate::summary::PhaseResult;
 
 /// A phase's deliveries count as complete when none arrived for this long.
@@ -46,17 +47,21 @@ pub(crate) async fn run_phases(
     deadline: Instant,
     aborted: &mut Option<String>,
 ) -> Vec<PhaseResult> {
-    let mut plan: Vec<(f64, &'static str)> = cfg.rate.iter().map(|r| (*r, "fixed")).collect();
-    if let Some(from) = cfg.search_from {
-        let mut r = from;
-        for _ in 0..cfg.search_steps {
-            plan.push(((r * 10.0).round() / 10.0, "search"));
-            r *= cfg.search_factor;
-        }
-    }
+    let mut fixed = cfg.rate.iter().copied();
+    let mut search = cfg
+        .search_from
+        .map(|from| RateSearch::new(from, cfg.search_factor, cfg.search_steps, cfg.search_refine));
     let mut results = Vec::new();
     let mut seq_base = 0u64;
-    for (i, (rate, kind)) in plan.into_iter().enumerate() {
+    for i in 0.. {
+        let (rate, step) = match fixed.next() {
+            Some(rate) => (rate, None),
+            None => match search.as_ref().and_then(RateSearch::next) {
+                Some((rate, step)) => (rate, Some(step)),
+                None => break,
+            },
+        };
+        let kind = step.map_or("fixed", Step::kind);
         let needed = cfg.duration + cfg.drain + Duration::from_secs(2);
         if Instant::now() + needed > deadline {
             *aborted = Some(format!("deadline reached before phase {i}"));
@@ -143,8 +148,8 @@ pub(crate) async fn run_phases(
             );
         }
         results.push(p);
-        if kind == "search" && !held {
-            break;
+        if let (Some(search), Some(step)) = (search.as_mut(), step) {
+            search.record(rate, step, held);
         }
     }
     results
