@@ -30,6 +30,9 @@
 #   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
 #   BENCH_SATURATE_RATE=2000  the rate saturate1k asks for
 #   BENCH_SEARCH_STEPS=<per scenario>  cap on the search steps (0: the fixed-rate phases only)
+#   BENCH_SEARCH_REFINE=2 phases after a search's first failed step that bisect between the last
+#                         held rate and the failed one (a searched rate is then known to about a
+#                         quarter of a step)
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
@@ -80,6 +83,7 @@ IDLE_HOLD=${BENCH_IDLE_HOLD:-10}
 MAX_P99=${BENCH_MAX_P99_MS:-1000}
 FANOUT1K_RATE=${BENCH_FANOUT1K_RATE:-50}
 SATURATE_RATE=${BENCH_SATURATE_RATE:-2000}
+REFINE=${BENCH_SEARCH_REFINE:-2}
 SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k saturate1k idle channels10k}
 SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
 OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -131,10 +135,10 @@ next_sources() {
 scenario_args() {
     case $1 in
         fanout1k)
-            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps $(steps 24)"
+            echo "-n $(scaled 1000) --rate $FANOUT1K_RATE --search-from 50 --search-factor 1.3 --search-steps $(steps 24) --search-refine $REFINE"
             ;;
         fanout10k)
-            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps $(steps 20)"
+            echo "-n $(scaled 10000) --rate 5 --search-from 10 --search-factor 1.3 --search-steps $(steps 20) --search-refine $REFINE"
             ;;
         overload1k)
             echo "-n $(scaled 1000) --rate 200"
@@ -148,7 +152,7 @@ scenario_args() {
         channels10k)
             local n
             n=$(scaled 10000)
-            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps $(steps 24)"
+            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps $(steps 24) --search-refine $REFINE"
             ;;
         *) die "unknown scenario $1" ;;
     esac
