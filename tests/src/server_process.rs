@@ -1,8 +1,8 @@
 //! The real `wsserver` and `webserver` binaries as child processes, for what an in-process `run`
 //! cannot show: signal handling and exit codes (SIGTERM), and an instance dying outright
-//! (SIGKILL). The binaries are built once per test process with the same profile as the test
-//! (`cargo build --bin …`, a no-op when fresh); `CRIER_TEST_BIN_DIR` points at prebuilt ones
-//! instead.
+//! (SIGKILL). The binaries (and the load generator `loadgen`, see [`loadgen_bin`]) are built
+//! once per test process with the same profile as the test (`cargo build --bin …`, a no-op when
+//! fresh); `CRIER_TEST_BIN_DIR` points at prebuilt ones instead.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::tempdir::TempDir;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The directory holding `wsserver` and `webserver`, built if needed.
+/// The directory holding `wsserver`, `webserver` and `loadgen`, built if needed.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -42,20 +42,27 @@ pub fn bin_dir() -> PathBuf {
                 "wsserver",
                 "--bin",
                 "webserver",
+                "--bin",
+                "loadgen",
             ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
         let status = build
             .status()
-            .expect("run cargo build for the server binaries");
+            .expect("run cargo build for the server and loadgen binaries");
         assert!(
             status.success(),
-            "cargo build --bin wsserver --bin webserver failed"
+            "cargo build --bin wsserver --bin webserver --bin loadgen failed"
         );
         dir
     })
     .clone()
+}
+
+/// The `loadgen` binary (crate `crier-loadgen`), built by [`bin_dir`] if needed.
+pub fn loadgen_bin() -> PathBuf {
+    bin_dir().join("loadgen")
 }
 
 /// A server binary running as a child process (killed on drop).
