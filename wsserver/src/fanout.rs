@@ -5,13 +5,17 @@
 //! order Redis sent them while the shards of a large channel write on all cores at once. Shards
 //! are OS threads, not tasks: the runtime would often run two long fan-out tasks on one worker.
 //! A shard never blocks on a socket (its writes are non-blocking), only on its queue.
+//!
+//! Small deliveries (a user's or a session's channel) skip the hand-over when their shard has
+//! nothing in flight: the subscriber task makes them itself, which is safe for the order because
+//! it is the only producer and every earlier job of that shard is then finished.
 //! A shard takes every message waiting for it (up to [`MAX_ROUND`]) as one round: it stages each
 //! message on its sockets' outboxes, then flushes each socket once, so a socket's frames of one
 //! round leave in one write, made by the shard itself when the socket's writer is idle (see
 //! [`crate::outbox`]). At low rates a round is one message; when messages come faster than the
 //! writes, rounds grow and the cost per message falls.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +29,9 @@ use crate::registry::{Clock, SocketId};
 /// never makes a socket a slow consumer).
 const MAX_ROUND: usize = 64;
 
+/// Deliveries to at most this many sockets of an idle shard are made by the caller itself.
+const INLINE_MAX: usize = 8;
+
 /// One message for some of one shard's sockets.
 struct Job {
     frame: Bytes,
@@ -33,9 +40,17 @@ struct Job {
     channel: Arc<str>,
 }
 
-/// Handle to the shard tasks.
+/// Handle to the shard threads.
 pub struct Fanout {
-    shards: Vec<mpsc::UnboundedSender<Job>>,
+    shards: Vec<Shard>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+struct Shard {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs handed to the shard and not yet finished by it.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Fanout {
@@ -43,13 +58,16 @@ impl Fanout {
     pub fn start(shards: usize, metrics: Arc<Metrics>, clock: Clock) -> std::io::Result<Fanout> {
         let shards = (0..shards.max(1))
             .map(|i| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let metrics = metrics.clone();
-                std::thread::Builder::new().name(format!("fanout-{i}")).spawn(move || run_shard(rx, &metrics, clock))?;
-                Ok(tx)
+                let (jobs, rx) = mpsc::unbounded_channel();
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                let (metrics, counter) = (metrics.clone(), in_flight.clone());
+                std::thread::Builder::new()
+                    .name(format!("fanout-{i}"))
+                    .spawn(move || run_shard(rx, &counter, &metrics, clock))?;
+                Ok(Shard { jobs, in_flight })
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Fanout { shards })
+        Ok(Fanout { shards, metrics, clock })
     }
 
     /// The shard count for `configured` (`--fanout-threads`): itself, or with 0 one per CPU.
@@ -65,15 +83,25 @@ impl Fanout {
         Split { parts: vec![Vec::new(); self.shards.len()] }
     }
 
-    /// Hands each shard its part of one message's sockets.
+    /// Hands each shard its part of one message's sockets, or delivers a small part at once
+    /// when its shard is idle. Called by one task only (the Redis subscriber), in Redis order:
+    /// the order of deliveries relies on a single producer.
     pub fn send(&self, frame: Bytes, split: Split, arrived_us: u64, channel: &str) {
         let channel: Arc<str> = Arc::from(channel);
         for (shard, outboxes) in self.shards.iter().zip(split.parts) {
-            if !outboxes.is_empty() {
-                let job = Job { frame: frame.clone(), outboxes, arrived_us, channel: channel.clone() };
-                // A closed shard means the runtime is shutting down; nothing is left to deliver to.
-                let _ = shard.send(job);
+            if outboxes.is_empty() {
+                continue;
             }
+            let job = Job { frame: frame.clone(), outboxes, arrived_us, channel: channel.clone() };
+            // Acquire: pairs with the shard's release once a job is finished, so its writes to
+            // these sockets come before ours.
+            if job.outboxes.len() <= INLINE_MAX && shard.in_flight.load(Ordering::Acquire) == 0 {
+                deliver_round(std::slice::from_ref(&job), &self.metrics, self.clock);
+                continue;
+            }
+            shard.in_flight.fetch_add(1, Ordering::Relaxed);
+            // A closed shard means the process is ending; nothing is left to deliver to.
+            let _ = shard.jobs.send(job);
         }
     }
 }
@@ -90,7 +118,7 @@ impl Split {
     }
 }
 
-fn run_shard(mut jobs: mpsc::UnboundedReceiver<Job>, metrics: &Metrics, clock: Clock) {
+fn run_shard(mut jobs: mpsc::UnboundedReceiver<Job>, in_flight: &AtomicUsize, metrics: &Metrics, clock: Clock) {
     let mut round: Vec<Job> = Vec::new();
     while let Some(job) = jobs.blocking_recv() {
         round.push(job);
@@ -100,36 +128,42 @@ fn run_shard(mut jobs: mpsc::UnboundedReceiver<Job>, metrics: &Metrics, clock: C
                 Err(_) => break,
             }
         }
-        let mut staged = 0u64;
-        let mut to_flush: Vec<&Outbox> = Vec::new();
-        for job in &round {
-            let mut overflowed = 0u64;
-            for outbox in &job.outboxes {
-                match outbox.stage(job.frame.clone(), job.arrived_us) {
-                    Staged::First => {
-                        to_flush.push(outbox);
-                        staged += 1;
-                    }
-                    Staged::Again => staged += 1,
-                    Staged::Overflowed => overflowed += 1,
-                    Staged::Closing => {}
-                }
-            }
-            if overflowed > 0 {
-                metrics.slow_consumer_closes.fetch_add(overflowed, Ordering::Relaxed);
-                tracing::info!(channel = %service::Escaped(&job.channel), sockets = overflowed, "closed slow consumers");
-            }
-        }
-        metrics.messages_out.fetch_add(staged, Ordering::Relaxed);
-        let mut tally = DeliveryTally::default();
-        for outbox in to_flush {
-            if let Some(flushed) = outbox.flush() {
-                tally.observe_us(clock.now_us().saturating_sub(flushed.since_us));
-            }
-        }
-        metrics.record_deliveries(&tally);
+        deliver_round(&round, metrics, clock);
+        in_flight.fetch_sub(round.len(), Ordering::Release);
         round.clear();
     }
+}
+
+/// Stages every job of a round on its sockets, then flushes each socket once.
+fn deliver_round(round: &[Job], metrics: &Metrics, clock: Clock) {
+    let mut staged = 0u64;
+    let mut to_flush: Vec<&Outbox> = Vec::new();
+    for job in round {
+        let mut overflowed = 0u64;
+        for outbox in &job.outboxes {
+            match outbox.stage(job.frame.clone(), job.arrived_us) {
+                Staged::First => {
+                    to_flush.push(outbox);
+                    staged += 1;
+                }
+                Staged::Again => staged += 1,
+                Staged::Overflowed => overflowed += 1,
+                Staged::Closing => {}
+            }
+        }
+        if overflowed > 0 {
+            metrics.slow_consumer_closes.fetch_add(overflowed, Ordering::Relaxed);
+            tracing::info!(channel = %service::Escaped(&job.channel), sockets = overflowed, "closed slow consumers");
+        }
+    }
+    metrics.messages_out.fetch_add(staged, Ordering::Relaxed);
+    let mut tally = DeliveryTally::default();
+    for outbox in to_flush {
+        if let Some(flushed) = outbox.flush() {
+            tally.observe_us(clock.now_us().saturating_sub(flushed.since_us));
+        }
+    }
+    metrics.record_deliveries(&tally);
 }
 
 #[cfg(test)]
@@ -137,20 +171,41 @@ mod tests {
     use super::*;
     use crate::outbox::Batch;
 
+    #[test]
+    fn a_small_delivery_to_an_idle_shard_is_made_by_the_caller() {
+        let metrics = Arc::new(Metrics::default());
+        let fanout = Fanout::start(1, metrics.clone(), Clock::start()).unwrap();
+        let outbox = Outbox::new(16);
+        let mut split = fanout.split();
+        split.add(7, &outbox);
+        fanout.send(Bytes::from_static(b"for one user"), split, 1, "user-channel");
+        // Staged and counted before `send` returned, on this thread: no hand-over to the shard.
+        assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 1);
+        assert_eq!(fanout.shards[0].in_flight.load(Ordering::Relaxed), 0);
+        let mut batch = Batch::default();
+        assert!(outbox.take_batch(&mut batch, usize::MAX));
+        assert_eq!(batch.frames, vec![Bytes::from_static(b"for one user")]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_socket_gets_every_message_in_order_across_shards() {
         let metrics = Arc::new(Metrics::default());
         let fanout = Fanout::start(3, metrics.clone(), Clock::start()).unwrap();
-        let outboxes: Vec<Outbox> = (0..10).map(|_| Outbox::new(1000)).collect();
+        let outboxes: Vec<Outbox> = (0..40).map(|_| Outbox::new(1000)).collect();
         for i in 0..200u32 {
             let mut split = fanout.split();
-            for (id, outbox) in outboxes.iter().enumerate() {
+            // Alternately all 40 sockets (handed to the shards) and 3 (small: made inline
+            // when the shard is idle), so both paths interleave on the same sockets.
+            let n = if i % 2 == 0 { 40 } else { 3 };
+            for (id, outbox) in outboxes.iter().enumerate().take(n) {
                 split.add(id as SocketId, outbox);
             }
             fanout.send(Bytes::from(i.to_string()), split, 1, "ch");
         }
-        let expected: Vec<Bytes> = (0..200u32).map(|i| Bytes::from(i.to_string())).collect();
-        for outbox in &outboxes {
+        let all: Vec<Bytes> = (0..200u32).map(|i| Bytes::from(i.to_string())).collect();
+        let evens: Vec<Bytes> = (0..200u32).step_by(2).map(|i| Bytes::from(i.to_string())).collect();
+        for (id, outbox) in outboxes.iter().enumerate() {
+            let expected = if id < 3 { &all } else { &evens };
             let mut got = Vec::new();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while got.len() < expected.len() && std::time::Instant::now() < deadline {
@@ -161,13 +216,13 @@ mod tests {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
             }
-            assert_eq!(got, expected);
+            assert_eq!(&got, expected, "socket {id}");
         }
         // Counted once a shard finishes a message, which may be just after its last push.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while metrics.messages_out.load(Ordering::Relaxed) < 2000 && std::time::Instant::now() < deadline {
+        while metrics.messages_out.load(Ordering::Relaxed) < 4300 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 2000);
+        assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 100 * 40 + 100 * 3);
     }
 }
