@@ -14,8 +14,9 @@
 #                the rate Nchan holds here, which 200/s is not on this machine): deliveries/s, loss
 #   idle         19,000 idle sockets held BENCH_IDLE_HOLD seconds: server memory per socket
 #   channels10k  10,000 clients each on its own channel (Crier: a logged-in user each), messages
-#                to random channels through each system's HTTP publish API (32 publishing
-#                connections): highest lossless rate (search from 2,000/s, x1.15 a step)
+#                to random channels through each system's HTTP publish API
+#                (BENCH_PUBLISH_CONCURRENCY publishing connections): highest lossless rate
+#                (search from 2,000/s, x1.15 a step)
 # Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
 #   crier        wsserver + webserver (publish API) + redis-server
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
@@ -30,6 +31,9 @@
 #   BENCH_FANOUT1K_RATE=50  the fixed rate of fanout1k's latency phase
 #   BENCH_SATURATE_RATE=2000  the rate saturate1k asks for
 #   BENCH_SEARCH_STEPS=<per scenario>  cap on the search steps (0: the fixed-rate phases only)
+#   BENCH_PUBLISH_CONCURRENCY=32  channels10k's publishing connections (each one request at a
+#                         time): with few, the rate is bound by the publish round trip; with many,
+#                         by the machine's CPU
 #   BENCH_SEARCH_REFINE=2 phases after a search's first failed step that bisect between the last
 #                         held rate and the failed one (a searched rate is then known to about a
 #                         quarter of a step)
@@ -84,6 +88,7 @@ MAX_P99=${BENCH_MAX_P99_MS:-1000}
 FANOUT1K_RATE=${BENCH_FANOUT1K_RATE:-50}
 SATURATE_RATE=${BENCH_SATURATE_RATE:-2000}
 REFINE=${BENCH_SEARCH_REFINE:-2}
+PUBLISH_CONCURRENCY=${BENCH_PUBLISH_CONCURRENCY:-32}
 SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k saturate1k idle channels10k}
 SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
 OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -152,7 +157,7 @@ scenario_args() {
         channels10k)
             local n
             n=$(scaled 10000)
-            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps $(steps 24) --search-refine $REFINE"
+            echo "-n $n --channels $n --search-from 2000 --search-factor 1.15 --search-steps $(steps 24) --search-refine $REFINE --publish-concurrency $PUBLISH_CONCURRENCY"
             ;;
         *) die "unknown scenario $1" ;;
     esac
