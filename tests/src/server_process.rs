@@ -6,14 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::http;
 use crate::nginx::free_port;
-use crate::process::{signal, stop_child, tail};
-use crate::tempdir::TempDir;
+use crate::process::{signal, ChildProcess};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -68,13 +67,11 @@ pub fn loadgen_bin() -> PathBuf {
 /// A server binary running as a child process (killed on drop).
 pub struct ServerProcess {
     name: &'static str,
-    child: Option<Child>,
-    dir: TempDir,
+    process: ChildProcess,
     /// The main listener (websockets for wsserver, HTTP for webserver).
     pub addr: SocketAddr,
     /// wsserver's admin listener (None for webserver).
     pub admin: Option<SocketAddr>,
-    status: Option<ExitStatus>,
 }
 
 impl ServerProcess {
@@ -119,24 +116,13 @@ impl ServerProcess {
         addr: SocketAddr,
         admin: Option<SocketAddr>,
     ) -> ServerProcess {
-        let bin = bin_dir().join(name);
-        let dir = TempDir::new(name).expect("temp dir for server logs");
-        let log = std::fs::File::create(dir.path().join("output.log")).expect("log file");
-        let child = Command::new(&bin)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut command = Command::new(bin_dir().join(name));
+        command.args(args).env("RUST_LOG", "info");
         ServerProcess {
             name,
-            child: Some(child),
-            dir,
+            process: ChildProcess::spawn(name, command),
             addr,
             admin,
-            status: None,
         }
     }
 
@@ -154,7 +140,7 @@ impl ServerProcess {
             !self.has_exited(),
             "{} exited during startup ({:?}); output:\n{}",
             self.name,
-            self.status,
+            self.process.status(),
             self.output()
         );
         assert!(
@@ -166,21 +152,12 @@ impl ServerProcess {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Whether the process has exited (reaping it if so).
     pub fn has_exited(&mut self) -> bool {
-        if self.status.is_some() {
-            return true;
-        }
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.status = Some(status);
-                return true;
-            }
-        }
-        false
+        self.process.has_exited()
     }
 
     /// Sends a signal by name ("TERM", "KILL", …).
@@ -191,24 +168,12 @@ impl ServerProcess {
 
     /// Waits for the process to exit, up to `timeout`; its exit status, or None on timeout.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.has_exited() {
-                return self.status;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.process.wait_exit(timeout).await
     }
 
     /// SIGKILLs the process (as a crash would) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            stop_child(child, "KILL", Duration::ZERO);
-        }
-        self.has_exited();
+        self.process.kill();
     }
 
     /// `http://<admin><path>` (wsserver only).
@@ -225,16 +190,8 @@ impl ServerProcess {
         crate::prometheus::sample(&text, name)
     }
 
-    /// The process's stdout and stderr so far (the end of it).
+    /// The end of the process's stdout and stderr so far.
     pub fn output(&self) -> String {
-        tail(&self.dir.path().join("output.log"), 8000)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child, "KILL", Duration::ZERO);
-        }
+        self.process.output()
     }
 }

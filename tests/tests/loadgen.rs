@@ -2,11 +2,10 @@
 //! wsserver, webserver) with a fixed-rate phase and a short rate search, its JSON summary, SVG
 //! chart and text report checked; and its refusal of bad arguments.
 
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use crier_tests::process::{stop_child, tail};
+use crier_tests::process::ChildProcess;
 use crier_tests::server_process::loadgen_bin;
 use crier_tests::{Stack, StackOptions, TempDir};
 use serde_json::Value;
@@ -42,53 +41,26 @@ struct Run {
     stderr: String,
 }
 
-/// Runs loadgen with `args`, its stdout and stderr in files under `dir`, and waits for it to
-/// exit, up to `timeout` (then kills it and panics with its output).
-async fn run_loadgen(args: &[String], dir: &Path, timeout: Duration) -> Run {
-    let stdout_path = dir.join("stdout.txt");
-    let stderr_path = dir.join("stderr.txt");
-    let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
-    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let bin = loadgen_bin();
-    let mut command = Command::new(&bin);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
+/// Runs loadgen with `args` and waits for it to exit, up to `timeout` (then kills it and panics
+/// with its output).
+async fn run_loadgen(args: &[String], timeout: Duration) -> Run {
+    let mut command = Command::new(loadgen_bin());
+    command.args(args);
     for var in LOADGEN_ENV {
         command.env_remove(var);
     }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    // Waiting blocks, so it runs off the runtime that serves the stack.
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for loadgen") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                stop_child(&mut child, "KILL", Duration::ZERO);
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .expect("waiting for loadgen");
-    let stdout = std::fs::read_to_string(&stdout_path).expect("read loadgen stdout");
-    let stderr = tail(&stderr_path, 8000);
-    let Some(status) = status else {
+    let mut loadgen = ChildProcess::spawn("loadgen", command);
+    let Some(status) = loadgen.wait_exit(timeout).await else {
+        loadgen.kill();
         panic!(
-            "loadgen {args:?} did not exit within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            "loadgen {args:?} did not exit within {timeout:?}\n{}",
+            loadgen.output()
         );
     };
     Run {
         status,
-        stdout,
-        stderr,
+        stdout: loadgen.stdout(),
+        stderr: loadgen.stderr(),
     }
 }
 
@@ -170,7 +142,7 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
         svg_path.to_str().expect("utf-8 temp path"),
         "--quiet",
     ]);
-    let run = run_loadgen(&run_args, dir.path(), OUTER_TIMEOUT).await;
+    let run = run_loadgen(&run_args, OUTER_TIMEOUT).await;
     let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     assert!(
         run.status.success(),
@@ -374,7 +346,6 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_refuses_bad_arguments() {
-    let dir = TempDir::new("loadgen-args").expect("temp dir");
     let token = ["--publish-token", "a-token-of-at-least-16-chars"];
     let cases: [(Vec<&str>, &str); 5] = [
         (
@@ -401,7 +372,7 @@ async fn loadgen_refuses_bad_arguments() {
         ),
     ];
     for (case, expected) in cases {
-        let run = run_loadgen(&args(&case), dir.path(), Duration::from_secs(30)).await;
+        let run = run_loadgen(&args(&case), Duration::from_secs(30)).await;
         assert!(
             !run.status.success(),
             "loadgen {case:?} succeeded\nstdout:\n{}\nstderr:\n{}",
