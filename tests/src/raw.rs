@@ -160,6 +160,14 @@ impl RawConn {
         }
     }
 
+    /// Closes the sending side (TCP FIN), as `printf .. | nc` does at the end of its input;
+    /// the connection stays open for reading.
+    pub async fn shutdown_write(&mut self) {
+        if let Err(e) = self.stream.shutdown().await {
+            panic!("shutdown of the write side failed: {e}");
+        }
+    }
+
     /// Reads more bytes into the buffer until `deadline`; Ok(n) with n > 0 on progress.
     async fn fill(&mut self, deadline: Instant) -> Result<usize, Read> {
         let mut chunk = [0u8; 16 * 1024];

@@ -262,6 +262,11 @@ impl Stack {
         self.ws_addr
     }
 
+    /// webserver's own address, bypassing nginx.
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web_addr.expect("this stack runs without webserver")
+    }
+
     pub fn publish_token(&self) -> &str {
         &self.token
     }

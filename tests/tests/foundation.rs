@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crier_tests::raw::RawConn;
 use crier_tests::{http, wait_until, Stack, StackOptions, WsClient};
 use serde_json::json;
 
@@ -219,6 +220,33 @@ async fn publish_api_rejects_bad_requests_with_json_errors() {
     stack.publish_broadcast("chat", "valid", 0).await;
     assert_eq!(socket[0].expect_text(RECV).await, "valid");
     socket[0].expect_silence(QUIET).await;
+}
+
+/// A publisher that sends its request and then closes its sending side (`printf .. | nc`
+/// does) still gets its answer, and the message goes out: a request read whole is carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_followed_by_a_half_close_is_answered_and_delivered() {
+    let stack = Stack::start_default().await;
+    let mut chat = [stack.connect("/ws/chat?subscribe-broadcast").await];
+    stack
+        .sync(&stack.broadcast_channel("chat"), &mut chat)
+        .await;
+    let body = json!({"facility": "chat", "broadcast": true, "message": "half-closed"}).to_string();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        stack.publish_token(),
+        body.len()
+    );
+    let mut conn = RawConn::connect(stack.web_addr()).await;
+    conn.send(request.as_bytes()).await;
+    conn.shutdown_write().await;
+    let response = conn
+        .read_response(RECV)
+        .await
+        .expect("an answer after the half-close");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(chat[0].expect_text(RECV).await, "half-closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
