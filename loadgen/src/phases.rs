@@ -80,7 +80,7 @@ pub(crate) async fn run_phases(
         let ended0 = shared.ended();
         let cpu0 = procstat::sample_all(&shared.watched);
         let own0 = procstat::total_cpu_us(&procstat::sample_all(&shared.own.borrow()));
-        let machine0 = procstat::machine_busy_us();
+        let machine0 = procstat::machine_times();
         let t0 = Instant::now();
         let start_us = message::now_us();
         let outcome = publisher.run_phase(i as u32, rate, cfg.duration, seq_base).await;
@@ -108,7 +108,7 @@ pub(crate) async fn run_phases(
         }
         let cpu1 = procstat::sample_all(&shared.watched);
         let own1 = procstat::total_cpu_us(&procstat::sample_all(&shared.own.borrow()));
-        let machine1 = procstat::machine_busy_us();
+        let machine = procstat::machine_times().since(machine0);
         let wall = t0.elapsed().as_secs_f64();
         let cpu = procstat::total_cpu_us(&cpu1).saturating_sub(procstat::total_cpu_us(&cpu0));
         let received = shared.received(i);
@@ -129,9 +129,8 @@ pub(crate) async fn run_phases(
             server_cpu_us: cpu,
             server_cores: cpu as f64 / 1e6 / wall,
             loadgen_cores: own1.saturating_sub(own0) as f64 / 1e6 / wall,
-            other_cores: machine1.saturating_sub(machine0).saturating_sub(cpu).saturating_sub(own1.saturating_sub(own0)) as f64
-                / 1e6
-                / wall,
+            other_cores: machine.busy_us.saturating_sub(cpu).saturating_sub(own1.saturating_sub(own0)) as f64 / 1e6 / wall,
+            steal_cores: machine.steal_us as f64 / 1e6 / wall,
             seconds: wall,
             start_us,
             ..PhaseResult::default()

@@ -75,19 +75,37 @@ pub fn total_pss(watched: &[Watched]) -> u64 {
     watched.iter().map(|w| pss_bytes(w.pid)).sum()
 }
 
-/// CPU time the whole machine spent busy (all cores, everything but idle and iowait), from the
-/// first line of /proc/stat, in µs.
-pub fn machine_busy_us() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
-            let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal (guest time is inside user)
-            let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
-            Some(busy * (1_000_000 / TICKS_PER_SEC))
-        })
-        .unwrap_or(0)
+/// CPU time of the whole machine (all cores), in µs, from the first line of /proc/stat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTimes {
+    /// Busy: everything but idle, iowait and steal (guest time is inside user).
+    pub busy_us: u64,
+    /// Stolen: time this virtual machine wanted to run but the host ran something else. Not
+    /// work done here; when it is large the host was contended and the figures of the time
+    /// are not comparable with others.
+    pub steal_us: u64,
+}
+
+impl MachineTimes {
+    pub fn since(self, earlier: MachineTimes) -> MachineTimes {
+        MachineTimes {
+            busy_us: self.busy_us.saturating_sub(earlier.busy_us),
+            steal_us: self.steal_us.saturating_sub(earlier.steal_us),
+        }
+    }
+}
+
+/// The machine's CPU times now (zero when /proc/stat cannot be read).
+pub fn machine_times() -> MachineTimes {
+    std::fs::read_to_string("/proc/stat").ok().and_then(|s| parse_cpu_line(s.lines().next()?)).unwrap_or_default()
+}
+
+/// Parses `cpu  user nice system idle iowait irq softirq steal ...` (in clock ticks).
+fn parse_cpu_line(line: &str) -> Option<MachineTimes> {
+    let v: Vec<u64> = line.strip_prefix("cpu ")?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    let us = 1_000_000 / TICKS_PER_SEC;
+    Some(MachineTimes { busy_us: (at(0) + at(1) + at(2) + at(5) + at(6)) * us, steal_us: at(7) * us })
 }
 
 /// Readings of every watched process, in order (missing processes read as zero).
@@ -116,6 +134,16 @@ mod tests {
         assert_eq!(parse_watched("42").unwrap().label, "pid42");
         assert!(parse_watched("x=y").is_err());
         assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
-        assert!(machine_busy_us() > 0);
+        assert!(machine_times().busy_us > 0);
+    }
+
+    #[test]
+    fn steal_is_apart_from_busy_time() {
+        let t = parse_cpu_line("cpu  100 2 30 5000 7 1 4 50 0 0").unwrap();
+        let tick = 1_000_000 / TICKS_PER_SEC;
+        assert_eq!(t, MachineTimes { busy_us: 137 * tick, steal_us: 50 * tick });
+        // Kernels without the steal column read as no steal.
+        assert_eq!(parse_cpu_line("cpu  100 2 30 5000 7 1 4").unwrap().steal_us, 0);
+        assert_eq!(parse_cpu_line("cpu0 1 2 3"), None);
     }
 }

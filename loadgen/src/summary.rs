@@ -30,6 +30,9 @@ pub struct Summary {
     pub aborted: Option<String>,
 }
 
+/// Steal (cores) above which a phase is flagged as disturbed by the host.
+pub const STEAL_WARNING_CORES: f64 = 0.05;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Connections {
     pub attempted: u64,
@@ -99,6 +102,10 @@ pub struct PhaseResult {
     /// Everything else the machine ran during the phase (kernel softirq work of loopback TCP
     /// included), in cores: a large value means the measurement was disturbed.
     pub other_cores: f64,
+    /// CPU the host withheld from this virtual machine while it wanted to run (steal), in
+    /// cores: above about 0.05 the host was contended and the phase is not comparable.
+    #[serde(default)]
+    pub steal_cores: f64,
     pub seconds: f64,
     pub held: bool,
     /// Why the phase was not held.
@@ -167,14 +174,14 @@ impl Summary {
         if !self.phases.is_empty() {
             let _ = writeln!(
                 t,
-                "{:>3} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>17} {:>5}",
+                "{:>3} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>22} {:>5}",
                 "ph", "kind", "asked/s", "pub/s", "expected", "received", "loss%", "reord", "deliv/s", "p50ms", "p90ms",
-                "p99ms", "p99.9ms", "maxms", "cpuµs/d", "srv/lg/oth cores", "held"
+                "p99ms", "p99.9ms", "maxms", "cpuµs/d", "srv/lg/oth/steal cores", "held"
             );
             for p in &self.phases {
                 let _ = writeln!(
                     t,
-                    "{:>3} {:>6} {:>8.1} {:>8.1} {:>10} {:>10} {:>8.4} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>17} {:>5}",
+                    "{:>3} {:>6} {:>8.1} {:>8.1} {:>10} {:>10} {:>8.4} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>22} {:>5}",
                     p.phase,
                     p.kind,
                     p.rate_asked,
@@ -190,11 +197,18 @@ impl Summary {
                     p.latency.p999_ms,
                     p.latency.max_ms,
                     p.server_cpu_us_per_delivery.map_or("-".into(), |v| format!("{v:.2}")),
-                    format!("{:.2}/{:.2}/{:.2}", p.server_cores, p.loadgen_cores, p.other_cores),
+                    format!("{:.2}/{:.2}/{:.2}/{:.2}", p.server_cores, p.loadgen_cores, p.other_cores, p.steal_cores),
                     if p.held { "yes" } else { "NO" }
                 );
                 if !p.held {
                     let _ = writeln!(t, "    phase {} not held: {}", p.phase, p.verdict);
+                }
+                if p.steal_cores > STEAL_WARNING_CORES {
+                    let _ = writeln!(
+                        t,
+                        "    phase {}: the host withheld {:.2} cores from this machine (steal); its figures are not comparable",
+                        p.phase, p.steal_cores
+                    );
                 }
                 for (kind, n, example) in &p.publish_errors_kinds {
                     let _ = writeln!(t, "    publish errors {kind}: {n} (e.g. {example})");

@@ -181,6 +181,9 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
             ["fixed", "search", "refine"].contains(&kind),
             "phase {i} has kind {kind:?}"
         );
+        // Host steal is reported apart from the machine's own work, never negative.
+        assert!(num(p, "steal_cores") >= 0.0, "phase {i}\n{context}");
+        assert!(num(p, "other_cores") >= 0.0, "phase {i}\n{context}");
     }
 
     // The fixed phase: first, held, every delivery arrived, in order, exactly once.
