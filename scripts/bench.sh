@@ -230,6 +230,9 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
     local json=$1 scenario=$2 system=$3 run=$4
     local best='([.phases[] | select(.held)] | max_by(.rate_asked))'
     local fixed='([.phases[] | select(.kind == "fixed")] | first)'
+    # Steal in the phases whose figures are reported: the fixed one, the best held one and the
+    # ones not held (a disturbed step below the best held rate changes nothing).
+    local steal="([.phases[] | select(.kind == \"fixed\" or (.held | not)) | .steal_cores // 0] + [$best.steal_cores // 0] | max)"
     local q
     case $scenario in
         fanout1k | fanout10k)
@@ -240,14 +243,14 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
                 cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
                 deliveries_per_sec_at_max: ($best.deliveries_per_sec // 0),
                 other_cores_max: ([.phases[].other_cores] | max),
-                steal_cores_max: ([.phases[].steal_cores // 0] | max),
+                steal_cores_max: $steal,
                 connect_failures: .connections.failed}"
             ;;
         overload1k | saturate1k)
             q="{deliveries_per_sec: $fixed.deliveries_per_sec, lost: $fixed.lost, loss_pct: $fixed.loss_pct,
                 sockets_ended: $fixed.sockets_ended, publish_rate: $fixed.publish_rate,
                 p99_ms: $fixed.latency.p99_ms, cpu_us_per_delivery: $fixed.server_cpu_us_per_delivery,
-                other_cores: $fixed.other_cores, steal_cores_max: ([.phases[].steal_cores // 0] | max),
+                other_cores: $fixed.other_cores, steal_cores_max: ($fixed.steal_cores // 0),
                 connect_failures: .connections.failed}"
             ;;
         idle)
@@ -259,7 +262,7 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
             q="{max_rate: (.max_lossless_rate // 0),
                 cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
                 p99_ms_at_max: ($best.latency.p99_ms // null), other_cores_max: ([.phases[].other_cores] | max),
-                steal_cores_max: ([.phases[].steal_cores // 0] | max),
+                steal_cores_max: $steal,
                 connect_failures: .connections.failed}"
             ;;
     esac
@@ -381,6 +384,6 @@ awk -F'\t' -v systems="$SYSTEMS" '
 # A host that withheld CPU (steal) during a run makes that run's figures incomparable.
 disturbed=$(awk -F'\t' '$4 == "steal_cores_max" && $5 + 0 > 0.05 { printf "%s %s run %s (%.2f cores); ", $1, $2, $3, $5 }' "$RESULTS")
 if [[ -n $disturbed ]]; then
-    log "WARNING: the host withheld CPU from this machine (steal) during: ${disturbed% }; re-run those when the host is quiet"
+    log "WARNING: the host withheld CPU from this machine (steal) in phases that decide: ${disturbed%; }; re-run those when the host is quiet"
 fi
 log "results: $OUT (table.md, results.tsv, per-run JSON/text/SVG/logs)"
