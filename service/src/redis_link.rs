@@ -10,6 +10,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// Longest a command may take before the caller gets an error.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A client for `url` whose TCP connections send every command at once (`TCP_NODELAY`): with
+/// Nagle's algorithm a command written while an earlier one is unanswered would wait for that
+/// answer, one more round trip for pipelined publishes.
+pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
+
 /// A command connection that connects lazily, so a process starts while Redis is down.
 pub fn command_connection(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
@@ -37,4 +46,14 @@ pub async fn publish(
     }
     let receivers: Vec<u64> = pipe.query_async(conn).await?;
     Ok(receivers.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clients_send_commands_without_nagle_delay() {
+        let client = super::client("redis://127.0.0.1:6379/0").expect("a valid URL");
+        assert!(client.get_connection_info().tcp_settings().nodelay());
+        assert!(super::client("http://not-redis").is_err());
+    }
 }

@@ -38,7 +38,7 @@ pub async fn run_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let client = redis::Client::open(config.redis_url.as_str())?;
+    let client = service::redis_link::client(&config.redis_url)?;
     let store = Store::new(client, config.key_prefix())?;
     if config.publish_token.is_none() {
         tracing::warn!("no publish token configured (CRIER_PUBLISH_TOKEN): POST /api/publish answers 503");
@@ -82,6 +82,8 @@ pub async fn run_with_admin(
                 }
             },
         };
+        // Answers leave at once, never held back by Nagle's algorithm behind an unacknowledged one.
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {

@@ -163,7 +163,7 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Checks every limit; the error names the flag and what is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        redis::Client::open(self.redis_url.as_str())
+        service::redis_link::client(&self.redis_url)
             .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
         if !self.url_prefix.starts_with('/') || !self.url_prefix.ends_with('/') {

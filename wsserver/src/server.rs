@@ -45,7 +45,7 @@ pub enum RunError {
 /// Serves until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     config.validate()?;
-    let client = redis::Client::open(config.redis_url.as_str())?;
+    let client = service::redis_link::client(&config.redis_url)?;
     let metrics = Arc::new(Metrics::default());
     let (registry, dirty) = Registry::new(
         metrics.clone(),
