@@ -334,10 +334,16 @@ dead=
 for name in "${ORDER[@]}"; do
     if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
         dead+="${dead:+, }$name (pid ${PIDS[$name]})"
-        show_log "$name"
+        ((status == 0)) || show_log "$name"
         wait "${PIDS[$name]}" 2>/dev/null || true
         unset "PIDS[$name]"
     fi
 done
+if ((status == 0)); then
+    # The servers exit 0 only when told to stop: Ctrl-C reaches every process of the terminal's
+    # process group at once, and a child may finish before this script's INT trap runs.
+    log "${dead:-a child process} stopped; stopping the rest"
+    exit 0
+fi
 log "error: ${dead:-a child process} exited unexpectedly (status $status); stopping the rest"
-exit $((status == 0 ? 1 : status))
+exit "$status"
