@@ -45,7 +45,9 @@
 #                         to be idle (other work below 0.25 cores); the load found is recorded
 #
 # Every measurement starts its system fresh and stops it afterwards; Redis is flushed between
-# measurements. Each loadgen run is bounded by its own deadline and by `timeout`.
+# measurements. Each loadgen run is bounded by its own deadline and by `timeout`. On a virtual
+# machine the host may withhold CPU (steal) during a run, which no check beforehand can see: the
+# run ends with a warning naming the measurements where that touched a reported figure.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
