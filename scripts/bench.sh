@@ -273,8 +273,9 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
     done
 }
 
-# Busy CPU of the whole machine (µs) from /proc/stat.
-machine_busy_us() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) * 10000; exit }' /proc/stat; }
+# Busy CPU of the whole machine (µs) from /proc/stat: user nice system irq softirq, not steal
+# (time the host withheld; loadgen reports it apart, as steal_cores).
+machine_busy_us() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8) * 10000; exit }' /proc/stat; }
 
 # wait_quiet: wait (up to BENCH_QUIET_WAIT s) until the machine does less than 0.25 cores of
 # other work; print the load seen last, in cores.
@@ -383,7 +384,8 @@ awk -F'\t' -v systems="$SYSTEMS" '
             printf "\n"
         }
     }' "$RESULTS" | tee "$OUT/table.md"
-# A host that withheld CPU (steal) during a run makes that run's figures incomparable.
+# A host that withheld CPU (steal) during a run makes that run's figures incomparable (0.05
+# core: loadgen's STEAL_WARNING_CORES).
 disturbed=$(awk -F'\t' '$4 == "steal_cores_max" && $5 + 0 > 0.05 { printf "%s %s run %s (%.2f cores); ", $1, $2, $3, $5 }' "$RESULTS")
 if [[ -n $disturbed ]]; then
     log "WARNING: the host withheld CPU from this machine (steal) in phases that decide: ${disturbed%; }; re-run those when the host is quiet"

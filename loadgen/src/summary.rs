@@ -30,9 +30,6 @@ pub struct Summary {
     pub aborted: Option<String>,
 }
 
-/// Steal (cores) above which a phase is flagged as disturbed by the host.
-pub const STEAL_WARNING_CORES: f64 = 0.05;
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Connections {
     pub attempted: u64,
@@ -70,6 +67,10 @@ impl Latency {
     }
 }
 
+/// Steal (cores) above which a phase is flagged as disturbed by the host (`bench.sh` uses the
+/// same figure for its warning).
+pub const STEAL_WARNING_CORES: f64 = 0.05;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseResult {
     pub phase: u32,
@@ -103,7 +104,7 @@ pub struct PhaseResult {
     /// included), in cores: a large value means the measurement was disturbed.
     pub other_cores: f64,
     /// CPU the host withheld from this virtual machine while it wanted to run (steal), in
-    /// cores: above about 0.05 the host was contended and the phase is not comparable.
+    /// cores: above [`STEAL_WARNING_CORES`] the host was contended and the phase is not comparable.
     #[serde(default)]
     pub steal_cores: f64,
     pub seconds: f64,
