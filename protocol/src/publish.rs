@@ -83,8 +83,10 @@ impl PublishRequest {
         channels.extend(self.groups.iter().map(|g| prefix.group(g, &facility)));
         channels.extend(self.users.iter().map(|u| prefix.user(u, &facility)));
         channels.extend(self.sessions.iter().map(|s| prefix.session(s, &facility)));
-        let mut seen = std::collections::HashSet::with_capacity(channels.len());
-        channels.retain(|c| seen.insert(c.clone()));
+        if channels.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(channels.len());
+            channels.retain(|c| seen.insert(c.clone()));
+        }
         Ok(Publication { channels, message: self.message, expire })
     }
 }
