@@ -107,7 +107,7 @@ pub(crate) async fn run_phases(
             }
         }
         let cpu1 = procstat::sample_all(&shared.watched);
-        let own1 = procstat::total_cpu_us(&procstat::sample_all(&shared.own.borrow()));
+        let own = procstat::total_cpu_us(&procstat::sample_all(&shared.own.borrow())).saturating_sub(own0);
         let machine = procstat::machine_times().since(machine0);
         let wall = t0.elapsed().as_secs_f64();
         let cpu = procstat::total_cpu_us(&cpu1).saturating_sub(procstat::total_cpu_us(&cpu0));
@@ -128,8 +128,8 @@ pub(crate) async fn run_phases(
             sockets_ended: shared.ended() - ended0,
             server_cpu_us: cpu,
             server_cores: cpu as f64 / 1e6 / wall,
-            loadgen_cores: own1.saturating_sub(own0) as f64 / 1e6 / wall,
-            other_cores: machine.busy_us.saturating_sub(cpu).saturating_sub(own1.saturating_sub(own0)) as f64 / 1e6 / wall,
+            loadgen_cores: own as f64 / 1e6 / wall,
+            other_cores: machine.busy_us.saturating_sub(cpu).saturating_sub(own) as f64 / 1e6 / wall,
             steal_cores: machine.steal_us as f64 / 1e6 / wall,
             seconds: wall,
             start_us,
