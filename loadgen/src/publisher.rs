@@ -14,6 +14,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 use protocol::{Facility, KeyPrefix, Name};
 
@@ -51,9 +52,31 @@ pub struct Publisher {
 #[derive(Clone)]
 struct HttpEndpoint {
     addr: SocketAddr,
-    host: String,
+    host: HeaderValue,
     /// Path and query, `{channel}` still in it.
     path: String,
+    /// `Bearer <token>` for Crier's API, made once.
+    authorization: Option<HeaderValue>,
+}
+
+/// The body of one request to Crier's publish API, serialized from borrowed strings (no JSON
+/// value built per request: the load generator shares the machine with the server it measures,
+/// so its own work per publish is kept small).
+#[derive(serde::Serialize)]
+struct ApiRequest<'a> {
+    facility: &'a str,
+    message: &'a str,
+    expire: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    broadcast: bool,
+}
+
+/// The API request publishing `message` to `user`'s channel, or to broadcast without one.
+fn api_body(facility: &str, user: Option<&str>, message: &str) -> String {
+    let request = ApiRequest { facility, message, expire: 0, users: user.map(|u| [u]), broadcast: user.is_none() };
+    serde_json::to_string(&request).expect("strings always serialize")
 }
 
 impl Publisher {
@@ -69,10 +92,18 @@ impl Publisher {
                 let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
                 let target = crate::client::Target::parse(&format!("ws://{authority}/")).map_err(anyhow::Error::msg)?;
                 let addr = target.resolve().await.map_err(anyhow::Error::msg)?;
+                let authorization = match cfg.publish {
+                    PublishVia::Api => Some(
+                        HeaderValue::try_from(format!("Bearer {}", cfg.publish_token))
+                            .context("--publish-token must be printable ASCII")?,
+                    ),
+                    _ => None,
+                };
                 http = Some(HttpEndpoint {
                     addr,
-                    host: authority.to_owned(),
+                    host: HeaderValue::try_from(authority).context("--publish-url host")?,
                     path: path.replace("CHANNEL", "{channel}"),
+                    authorization,
                 });
             }
             PublishVia::Redis => {
@@ -223,24 +254,21 @@ impl Task {
         }
     }
 
-    fn channel_names(&self, ch: usize) -> (Option<Name>, String) {
+    /// Crier's channel name for channel index `ch` (publishing straight into Redis).
+    fn redis_channel(&self, ch: usize) -> String {
         let p = &self.publisher;
         match p.cfg.audience {
             Audience::User => {
                 let user = Name::parse(&crate::worker::user_name(ch)).expect("generated names are valid");
-                let channel = p.prefix.user(&user, &p.facility).to_string();
-                (Some(user), channel)
+                p.prefix.user(&user, &p.facility).to_string()
             }
-            Audience::Broadcast | Audience::Channel => (None, p.prefix.broadcast(&p.facility).to_string()),
+            Audience::Broadcast => p.prefix.broadcast(&p.facility).to_string(),
+            Audience::Channel => Config::channel_id(ch),
         }
     }
 
     async fn send_redis(&self, conn: &mut redis::aio::MultiplexedConnection, ch: usize, payload: String) -> Result<(), (String, String)> {
-        let channel = match self.publisher.cfg.audience {
-            Audience::Channel => Config::channel_id(ch),
-            _ => self.channel_names(ch).1,
-        };
-        let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        let cmd = redis::cmd("PUBLISH").arg(self.redis_channel(ch)).arg(payload).to_owned();
         match tokio::time::timeout(REQUEST_TIMEOUT, cmd.query_async::<i64>(conn)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(("redis error".into(), e.to_string())),
@@ -253,12 +281,8 @@ impl Task {
         let endpoint = p.http.as_ref().expect("http publisher has an endpoint");
         let (body, content_type, path) = match p.cfg.publish {
             PublishVia::Api => {
-                let mut req = serde_json::json!({"facility": p.facility.as_str(), "message": payload, "expire": 0});
-                match self.channel_names(ch).0 {
-                    Some(user) => req["users"] = serde_json::json!([user.as_str()]),
-                    None => req["broadcast"] = serde_json::json!(true),
-                }
-                (req.to_string(), "application/json", endpoint.path.clone())
+                let user = (p.cfg.audience == Audience::User).then(|| crate::worker::user_name(ch));
+                (api_body(p.facility.as_str(), user.as_deref(), &payload), "application/json", endpoint.path.clone())
             }
             _ => (payload, "text/plain", endpoint.path.replace("{channel}", &Config::channel_id(ch))),
         };
@@ -277,10 +301,10 @@ impl Task {
             let sender = http.as_mut().expect("just connected");
             sender.ready().await.map_err(|e| ("connection".to_owned(), e.to_string()))?;
             let mut req = hyper::Request::post(path.as_str())
-                .header(hyper::header::HOST, endpoint.host.as_str())
-                .header(hyper::header::CONTENT_TYPE, content_type);
-            if p.cfg.publish == PublishVia::Api {
-                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {}", p.cfg.publish_token));
+                .header(hyper::header::HOST, endpoint.host.clone())
+                .header(hyper::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if let Some(authorization) = &endpoint.authorization {
+                req = req.header(hyper::header::AUTHORIZATION, authorization.clone());
             }
             let req = req.body(Full::new(Bytes::from(body))).map_err(|e| ("request".to_owned(), e.to_string()))?;
             let resp = sender.send_request(req).await.map_err(|e| ("request".to_owned(), e.to_string()))?;
@@ -309,6 +333,17 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_bodies_are_the_json_the_publish_api_reads() {
+        let to_user: serde_json::Value = serde_json::from_str(&api_body("bench", Some("lgu7"), "a \"quoted\" msg")).unwrap();
+        assert_eq!(
+            to_user,
+            serde_json::json!({"facility": "bench", "message": "a \"quoted\" msg", "expire": 0, "users": ["lgu7"]})
+        );
+        let to_all: serde_json::Value = serde_json::from_str(&api_body("bench", None, "m")).unwrap();
+        assert_eq!(to_all, serde_json::json!({"facility": "bench", "message": "m", "expire": 0, "broadcast": true}));
+    }
 
     #[test]
     fn channels_stay_with_their_task() {
