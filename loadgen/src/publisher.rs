@@ -335,14 +335,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_bodies_are_the_json_the_publish_api_reads() {
-        let to_user: serde_json::Value = serde_json::from_str(&api_body("bench", Some("lgu7"), "a \"quoted\" msg")).unwrap();
-        assert_eq!(
-            to_user,
-            serde_json::json!({"facility": "bench", "message": "a \"quoted\" msg", "expire": 0, "users": ["lgu7"]})
-        );
-        let to_all: serde_json::Value = serde_json::from_str(&api_body("bench", None, "m")).unwrap();
-        assert_eq!(to_all, serde_json::json!({"facility": "bench", "message": "m", "expire": 0, "broadcast": true}));
+    fn api_bodies_are_what_the_publish_api_reads() {
+        // Read by the API's own parser and resolved as webserver does (no configured prefix).
+        let publication = |body: String| {
+            protocol::PublishRequest::from_json(body.as_bytes())
+                .and_then(|r| r.into_publication(&KeyPrefix::default(), 3600))
+                .unwrap()
+        };
+        let to_user = publication(api_body("bench", Some("lgu7"), "a \"quoted\" msg"));
+        let names: Vec<&str> = to_user.channels.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, ["user:lgu7:bench"]);
+        assert_eq!((to_user.message.as_str(), to_user.expire), ("a \"quoted\" msg", 0));
+        let to_all = publication(api_body("bench", None, "m"));
+        let names: Vec<&str> = to_all.channels.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, ["broadcast:bench"]);
+        assert_eq!((to_all.message.as_str(), to_all.expire), ("m", 0));
     }
 
     #[test]
