@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Profile one system's fan-out at a fixed rate: N subscribers of one channel, `perf record` of
+# the server's processes for a few seconds in the middle of the phase, then where their CPU went
+# (kernel against user space, the top symbols) next to loadgen's summary line. This is how the
+# "floor" findings of BENCHMARKS.md were measured; compare systems by running it for each in turn.
+#
+# Usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE=5] [CLIENTS=10000]
+#
+#   PROFILE_SECONDS=5    length of the perf recording (the phase lasts 3× that, at least 15 s)
+#   PROFILE_CALLGRAPH=1  record call graphs (perf -g); 0 for a flat profile
+#   PROFILE_OUT=bench-out/profile-<system>-<UTC time>   perf.data, loadgen's JSON and text
+#   BENCH_BIN_DIR, BENCH_SERVER_WORKERS, BENCH_SERVER_NOFILE: as for scripts/bench.sh
+#
+# Needs perf (Debian: linux-perf), and what scripts/bench.sh needs (it installs nginx, Nchan and
+# redis-server when missing: run it once first). Root, or perf_event_paranoid ≤ 0.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/free-port.sh
+source "$ROOT/scripts/lib/free-port.sh"
+# shellcheck source=lib/bench-stack.sh
+source "$ROOT/scripts/lib/bench-stack.sh"
+log() { printf '[profile] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+BUILD=1
+if [[ ${1:-} == --no-build ]]; then BUILD=0; shift; fi
+SYSTEM=${1:-}
+RATE=${2:-5}
+CLIENTS=${3:-10000}
+[[ $SYSTEM == crier || $SYSTEM == nchan ]] || die "usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE] [CLIENTS]"
+SECONDS_REC=${PROFILE_SECONDS:-5}
+DURATION=$((SECONDS_REC * 3 < 15 ? 15 : SECONDS_REC * 3))
+BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+OUT=${PROFILE_OUT:-$ROOT/bench-out/profile-$SYSTEM-$(date -u +%Y%m%dT%H%M%SZ)}
+command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
+command -v redis-server >/dev/null || die "redis-server is missing (scripts/bench.sh installs it)"
+[[ $SYSTEM == crier ]] || command -v nginx >/dev/null || die "nginx is missing (scripts/bench.sh installs it with Nchan)"
+
+if ((BUILD)); then
+    (cd "$ROOT" && cargo build --release -q -p crier-loadgen -p crier-wsserver -p crier-webserver)
+fi
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)"
+# A fresh 127.A.0.x block, so that this run's sockets never meet an earlier run's TIME_WAIT.
+BLOCK=$((20 + RANDOM % 200))
+common=(-n "$CLIENTS" --rate "$RATE" --duration "$DURATION" --connect-rate 5000
+    --source-addrs "127.$BLOCK.0.1-127.$BLOCK.0.8" --json "$OUT/loadgen.json")
+
+stop_all() { bench_crier_stop 2>/dev/null || true; bench_redis_stop 2>/dev/null || true; bench_nchan_stop 2>/dev/null || true; }
+trap stop_all EXIT
+if [[ $SYSTEM == crier ]]; then
+    bench_redis_start "$OUT"
+    bench_crier_start "$OUT" "$BIN"
+    TARGETS=$WS_PID
+    "$BIN/loadgen" --label crier "${common[@]}" --audience broadcast --facility bench \
+        --ws-url "ws://127.0.0.1:$WS_PORT/ws/bench?subscribe-broadcast" \
+        --publish api --publish-url "http://127.0.0.1:$WEB_PORT/api/publish" --publish-token "$CRIER_TOKEN" \
+        --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+        --server-pid "wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
+else
+    bench_nchan_start "$OUT" memory
+    TARGETS=$(tr ' ' , <<<"$NCHAN_WORKER_PIDS")
+    pids="nginx=$NCHAN_MASTER_PID"
+    for p in $NCHAN_WORKER_PIDS; do pids="$pids,nginx-worker=$p"; done
+    "$BIN/loadgen" --label nchan "${common[@]}" --audience channel \
+        --ws-url "ws://127.0.0.1:$NCHAN_PORT/sub?id={channel}" \
+        --publish http --publish-url "http://127.0.0.1:$NCHAN_PORT/pub?id={channel}" \
+        --server-pid "$pids" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
+fi
+LOADGEN=$!
+
+# Wait for the publishing phase (loadgen's progress line names it), at most 120 s.
+for ((i = 0; i < 1200; i++)); do
+    grep -q 'phase 0' "$OUT/loadgen.log" 2>/dev/null && break
+    kill -0 "$LOADGEN" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q 'phase 0' "$OUT/loadgen.log" 2>/dev/null || { wait "$LOADGEN" || true; cat "$OUT/loadgen.log" >&2; die "loadgen did not reach its publishing phase"; }
+sleep "$SECONDS_REC"   # into the phase: past the first messages' warm-up
+graph=()
+[[ ${PROFILE_CALLGRAPH:-1} == 1 ]] && graph=(-g)
+log "perf record ${graph[*]} of $SYSTEM (pids $TARGETS) for ${SECONDS_REC}s"
+perf record "${graph[@]}" -F 1999 -o "$OUT/perf.data" -p "$TARGETS" -- sleep "$SECONDS_REC" >/dev/null 2>"$OUT/perf.log" \
+    || die "perf record failed: $(tail -1 "$OUT/perf.log")"
+wait "$LOADGEN" || log "loadgen exited with $? (see $OUT/loadgen.log)"
+
+echo "== loadgen (cpuµs/d: server CPU per delivery) =="
+grep -E '^ *ph |fixed|^server ' "$OUT/loadgen.txt" || cat "$OUT/loadgen.txt"
+echo "== server samples by binary (kernel = [kernel.kallsyms]) =="
+perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -8
+echo "== top symbols, self =="
+perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -20
+echo "== results in $OUT =="
