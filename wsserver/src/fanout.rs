@@ -29,6 +29,9 @@ use crate::registry::{Clock, SocketId};
 /// never makes a socket a slow consumer).
 const MAX_ROUND: usize = 64;
 
+/// How many sockets ahead of its flush a socket's state is prefetched.
+const PREFETCH_AHEAD: usize = 2;
+
 /// Deliveries to at most this many sockets of an idle shard are made by the caller itself.
 const INLINE_MAX: usize = 8;
 
@@ -158,7 +161,15 @@ fn deliver_round(round: &[Job], metrics: &Metrics, clock: Clock) {
     }
     metrics.messages_out.fetch_add(staged, Ordering::Relaxed);
     let mut tally = DeliveryTally::default();
-    for outbox in to_flush {
+    for (i, outbox) in to_flush.iter().enumerate() {
+        // Each flush is a system call of several µs: the next sockets' state is loaded
+        // meanwhile instead of missing the cache when their turn comes.
+        if let Some(ahead) = to_flush.get(i + PREFETCH_AHEAD) {
+            ahead.prefetch_state();
+        }
+        if let Some(next) = to_flush.get(i + 1) {
+            next.prefetch_socket();
+        }
         if let Some(flushed) = outbox.flush() {
             tally.observe_us(clock.now_us().saturating_sub(flushed.since_us));
         }
