@@ -14,6 +14,10 @@
 //! round leave in one write, made by the shard itself when the socket's writer is idle (see
 //! [`crate::outbox`]). At low rates a round is one message; when messages come faster than the
 //! writes, rounds grow and the cost per message falls.
+//!
+//! At one message to thousands of sockets the cost per socket is the write itself plus cache
+//! misses: a shard's large part gets its own copy of the frame (no reference count shared
+//! between cores), and a flush prefetches the state of the sockets it flushes next.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,9 @@ const MAX_ROUND: usize = 64;
 
 /// How many sockets ahead of its flush a socket's state is prefetched.
 const PREFETCH_AHEAD: usize = 2;
+
+/// A shard's part of a message with at least this many sockets gets its own copy of the frame.
+const OWN_COPY_MIN: usize = 64;
 
 /// Deliveries to at most this many sockets of an idle shard are made by the caller itself.
 const INLINE_MAX: usize = 8;
@@ -95,7 +102,11 @@ impl Fanout {
             if outboxes.is_empty() {
                 continue;
             }
-            let job = Job { frame: frame.clone(), outboxes, arrived_us, channel: channel.clone() };
+            // A large part gets the shard its own copy of the frame: every socket's queue takes
+            // a reference to it, and one shared reference count bouncing between the shards'
+            // cores for each of thousands of sockets costs more than copying the frame once.
+            let frame = if outboxes.len() >= OWN_COPY_MIN { Bytes::copy_from_slice(&frame) } else { frame.clone() };
+            let job = Job { frame, outboxes, arrived_us, channel: channel.clone() };
             // Acquire: pairs with the shard's release once a job is finished, so its writes to
             // these sockets come before ours.
             if job.outboxes.len() <= INLINE_MAX && shard.in_flight.load(Ordering::Acquire) == 0 {
@@ -196,6 +207,44 @@ mod tests {
         let mut batch = Batch::default();
         assert!(outbox.take_batch(&mut batch, usize::MAX));
         assert_eq!(batch.frames, vec![Bytes::from_static(b"for one user")]);
+    }
+
+    /// The first frame queued on `outbox`, once a shard has staged it (10 s at most).
+    fn first_frame(outbox: &Outbox) -> Bytes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut batch = Batch::default();
+            if outbox.take_batch(&mut batch, usize::MAX) {
+                return batch.frames.into_iter().next().expect("a staged frame");
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing staged within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_large_part_gets_its_shard_a_copy_of_the_frame_and_a_small_one_shares_it() {
+        let fanout = Fanout::start(2, Arc::new(Metrics::default()), Clock::start()).unwrap();
+        let outboxes: Vec<Outbox> = (0..2 * OWN_COPY_MIN).map(|_| Outbox::new(16)).collect();
+        let frame = Bytes::from(vec![b'x'; 100]);
+        let mut split = fanout.split();
+        for (id, outbox) in outboxes.iter().enumerate() {
+            split.add(id as SocketId, outbox);
+        }
+        fanout.send(frame.clone(), split, 1, "large");
+        // Sockets 0 and 2 are on shard 0, socket 1 on shard 1.
+        let (shard0, shard0_again, shard1) = (first_frame(&outboxes[0]), first_frame(&outboxes[2]), first_frame(&outboxes[1]));
+        assert_eq!((&shard0, &shard1), (&frame, &frame), "the same bytes");
+        assert_ne!(shard0.as_ptr(), frame.as_ptr(), "shard 0 has its own copy");
+        assert_ne!(shard1.as_ptr(), frame.as_ptr(), "shard 1 has its own copy");
+        assert_ne!(shard0.as_ptr(), shard1.as_ptr(), "one copy per shard");
+        assert_eq!(shard0_again.as_ptr(), shard0.as_ptr(), "the sockets of one shard share its copy");
+
+        let small = Outbox::new(16);
+        let mut split = fanout.split();
+        split.add(0, &small);
+        fanout.send(frame.clone(), split, 2, "small");
+        assert_eq!(first_frame(&small).as_ptr(), frame.as_ptr(), "a small part is not copied");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
