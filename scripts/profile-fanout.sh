@@ -6,7 +6,9 @@
 #
 # Usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE=5] [CLIENTS=10000]
 #
-#   PROFILE_SECONDS=5    length of the perf recording (the phase lasts 3× that, at least 15 s)
+#   PROFILE_SECONDS=5    length of the perf recording; 0: no perf, only the phase (for A/B runs
+#                        of two builds, alternating BENCH_BIN_DIR)
+#   PROFILE_DURATION     seconds of publishing (default 3 × PROFILE_SECONDS, at least 15)
 #   PROFILE_CALLGRAPH=1  record call graphs (perf -g); 0 for a flat profile
 #   PROFILE_OUT=bench-out/profile-<system>-<UTC time>   perf.data, loadgen's JSON and text
 #   BENCH_BIN_DIR, BENCH_SERVER_WORKERS, BENCH_SERVER_NOFILE: as for scripts/bench.sh
@@ -31,10 +33,10 @@ RATE=${2:-5}
 CLIENTS=${3:-10000}
 [[ $SYSTEM == crier || $SYSTEM == nchan ]] || die "usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE] [CLIENTS]"
 SECONDS_REC=${PROFILE_SECONDS:-5}
-DURATION=$((SECONDS_REC * 3 < 15 ? 15 : SECONDS_REC * 3))
+DURATION=${PROFILE_DURATION:-$((SECONDS_REC * 3 < 15 ? 15 : SECONDS_REC * 3))}
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 OUT=${PROFILE_OUT:-$ROOT/bench-out/profile-$SYSTEM-$(date -u +%Y%m%dT%H%M%SZ)}
-command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
+((SECONDS_REC == 0)) || command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
 command -v redis-server >/dev/null || die "redis-server is missing (scripts/bench.sh installs it)"
 [[ $SYSTEM == crier ]] || command -v nginx >/dev/null || die "nginx is missing (scripts/bench.sh installs it with Nchan)"
 
@@ -70,6 +72,10 @@ else
         --server-pid "$pids" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
 fi
 LOADGEN=$!
+loadgen_summary() {
+    echo "== loadgen (cpuµs/d: server CPU per delivery) =="
+    grep -E '^ *ph |fixed|^server ' "$OUT/loadgen.txt" || cat "$OUT/loadgen.txt"
+}
 
 # Wait for the publishing phase (loadgen's progress line names it), at most 120 s.
 for ((i = 0; i < 1200; i++)); do
@@ -78,6 +84,12 @@ for ((i = 0; i < 1200; i++)); do
     sleep 0.1
 done
 grep -q 'phase 0' "$OUT/loadgen.log" 2>/dev/null || { wait "$LOADGEN" || true; cat "$OUT/loadgen.log" >&2; die "loadgen did not reach its publishing phase"; }
+if ((SECONDS_REC == 0)); then
+    wait "$LOADGEN" || log "loadgen exited with $? (see $OUT/loadgen.log)"
+    loadgen_summary
+    echo "== results in $OUT =="
+    exit 0
+fi
 sleep "$SECONDS_REC"   # into the phase: past the first messages' warm-up
 graph=()
 [[ ${PROFILE_CALLGRAPH:-1} == 1 ]] && graph=(-g)
@@ -86,8 +98,7 @@ perf record "${graph[@]}" -F 1999 -o "$OUT/perf.data" -p "$TARGETS" -- sleep "$S
     || die "perf record failed: $(tail -1 "$OUT/perf.log")"
 wait "$LOADGEN" || log "loadgen exited with $? (see $OUT/loadgen.log)"
 
-echo "== loadgen (cpuµs/d: server CPU per delivery) =="
-grep -E '^ *ph |fixed|^server ' "$OUT/loadgen.txt" || cat "$OUT/loadgen.txt"
+loadgen_summary
 echo "== server samples by binary (kernel = [kernel.kallsyms]) =="
 perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -8
 echo "== top symbols, self =="
