@@ -165,38 +165,6 @@ scenario_args() {
     esac
 }
 
-# Loadgen arguments that point at a system (started by start_system).
-system_args() {
-    local system=$1 scenario=$2 pids publish
-    case $system in
-        crier)
-            local flag=subscribe-broadcast audience=broadcast
-            if [[ $scenario == channels10k ]]; then
-                flag=subscribe-user audience=user
-            fi
-            if [[ $scenario == idle ]]; then
-                pids="wsserver=$WS_PID" publish="--publish none"
-            else
-                pids="wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID"
-                publish="--publish api --publish-url http://127.0.0.1:$WEB_PORT/api/publish --publish-token $CRIER_TOKEN"
-            fi
-            echo "--ws-url ws://127.0.0.1:$WS_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
-                "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
-            ;;
-        nchan | nchan-redis)
-            pids="nginx=$NCHAN_MASTER_PID"
-            local p
-            for p in $NCHAN_WORKER_PIDS; do
-                pids="$pids,nginx-worker=$p"
-            done
-            publish="--publish http --publish-url http://127.0.0.1:$NCHAN_PORT/pub?id={channel}"
-            [[ $system == nchan-redis && $scenario != idle ]] && pids="$pids,redis=$REDIS_PID"
-            [[ $scenario == idle ]] && publish="--publish none"
-            echo "--audience channel --ws-url ws://127.0.0.1:$NCHAN_PORT/sub?id={channel} $publish --server-pid $pids"
-            ;;
-    esac
-}
-
 start_system() {
     case $1 in
         crier) bench_crier_start "$SCRATCH" "$BIN" ;;
@@ -321,7 +289,7 @@ measure() { # measure scenario system run
     record "$scenario" "$system" "$run" other_load_before "$load"
     start_system "$system" || die "$system did not start"
     # shellcheck disable=SC2046  # word splitting of the argument strings is intended
-    args="$(scenario_args "$scenario") $(system_args "$system" "$scenario")"
+    args="$(scenario_args "$scenario") $(bench_loadgen_args "$system" "$scenario")"
     log "run $run/$RUNS $scenario on $system"
     # shellcheck disable=SC2086
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \

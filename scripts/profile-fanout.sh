@@ -56,21 +56,13 @@ if [[ $SYSTEM == crier ]]; then
     bench_redis_start "$OUT"
     bench_crier_start "$OUT" "$BIN"
     TARGETS=$WS_PID
-    "$BIN/loadgen" --label crier "${common[@]}" --audience broadcast --facility bench \
-        --ws-url "ws://127.0.0.1:$WS_PORT/ws/bench?subscribe-broadcast" \
-        --publish api --publish-url "http://127.0.0.1:$WEB_PORT/api/publish" --publish-token "$CRIER_TOKEN" \
-        --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-        --server-pid "wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
 else
     bench_nchan_start "$OUT" memory
     TARGETS=$(tr ' ' , <<<"$NCHAN_WORKER_PIDS")
-    pids="nginx=$NCHAN_MASTER_PID"
-    for p in $NCHAN_WORKER_PIDS; do pids="$pids,nginx-worker=$p"; done
-    "$BIN/loadgen" --label nchan "${common[@]}" --audience channel \
-        --ws-url "ws://127.0.0.1:$NCHAN_PORT/sub?id={channel}" \
-        --publish http --publish-url "http://127.0.0.1:$NCHAN_PORT/pub?id={channel}" \
-        --server-pid "$pids" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
 fi
+# The same endpoints and options as bench.sh's fanout10k.
+read -ra system_args <<<"$(bench_loadgen_args "$SYSTEM" fanout10k)"
+"$BIN/loadgen" --label "$SYSTEM" "${common[@]}" "${system_args[@]}" >"$OUT/loadgen.txt" 2>"$OUT/loadgen.log" &
 LOADGEN=$!
 loadgen_summary() {
     echo "== loadgen (cpuµs/d: server CPU per delivery) =="

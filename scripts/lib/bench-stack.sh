@@ -12,6 +12,8 @@
 #                                    nginx + Nchan (bench/nchan.conf.template): NCHAN_PORT,
 #                                    NCHAN_MASTER_PID, NCHAN_WORKER_PIDS (space-separated)
 #   bench_nchan_stop
+#   bench_loadgen_args SYSTEM SCENARIO
+#                                    loadgen's --ws-url/--publish*/--server-pid options for it
 #
 # Every server gets the same descriptor cap (BENCH_SERVER_NOFILE, default 20000) and the same
 # number of worker threads/processes (BENCH_SERVER_WORKERS, default: number of cores): wsserver's
@@ -144,4 +146,38 @@ bench_nchan_stop() {
     _bench_kill "${NCHAN_MASTER_PID:-}" 20
     NCHAN_MASTER_PID=''
     NCHAN_WORKER_PIDS=''
+}
+
+# bench_loadgen_args SYSTEM SCENARIO: loadgen's arguments pointing at a started system
+# (crier | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
+# subscribes Crier's clients by user).
+bench_loadgen_args() {
+    local system=$1 scenario=$2 pids publish
+    case $system in
+        crier)
+            local flag=subscribe-broadcast audience=broadcast
+            if [[ $scenario == channels10k ]]; then
+                flag=subscribe-user audience=user
+            fi
+            if [[ $scenario == idle ]]; then
+                pids="wsserver=$WS_PID" publish="--publish none"
+            else
+                pids="wsserver=$WS_PID,webserver=$WEB_PID,redis=$REDIS_PID"
+                publish="--publish api --publish-url http://127.0.0.1:$WEB_PORT/api/publish --publish-token $CRIER_TOKEN"
+            fi
+            echo "--ws-url ws://127.0.0.1:$WS_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
+                "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
+            ;;
+        nchan | nchan-redis)
+            pids="nginx=$NCHAN_MASTER_PID"
+            local p
+            for p in $NCHAN_WORKER_PIDS; do
+                pids="$pids,nginx-worker=$p"
+            done
+            publish="--publish http --publish-url http://127.0.0.1:$NCHAN_PORT/pub?id={channel}"
+            [[ $system == nchan-redis && $scenario != idle ]] && pids="$pids,redis=$REDIS_PID"
+            [[ $scenario == idle ]] && publish="--publish none"
+            echo "--audience channel --ws-url ws://127.0.0.1:$NCHAN_PORT/sub?id={channel} $publish --server-pid $pids"
+            ;;
+    esac
 }

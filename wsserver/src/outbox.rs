@@ -335,9 +335,10 @@ impl Outbox {
     /// Starts loading this socket's queue state into the cache, for a flush a little later:
     /// the fan-out calls it a few sockets ahead, so that the loads overlap the writes before.
     pub fn prefetch_state(&self) {
-        let start = Arc::as_ptr(&self.shared).cast::<u8>();
-        // The allocation also holds the two reference counts before `Shared`.
-        for offset in (0..std::mem::size_of::<Shared>() + 16).step_by(64) {
+        // The allocation holds the two reference counts, then `Shared`.
+        const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        let start = Arc::as_ptr(&self.shared).cast::<u8>().wrapping_sub(COUNTS);
+        for offset in (0..COUNTS + std::mem::size_of::<Shared>()).step_by(64) {
             prefetch(start.wrapping_add(offset));
         }
     }
