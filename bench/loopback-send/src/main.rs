@@ -1,8 +1,13 @@
 //! CPU per small-frame send on N loopback TCP sockets: one `write` per socket against io_uring
-//! `SEND`s submitted in batches, alternating, in one process (server and client ends both here;
-//! the client ends are drained between rounds, never read while sending).
+//! `SEND`s submitted in batches, by descriptor and by registered ("fixed") file, alternating, in
+//! one process (server and client ends both here; the client ends are drained between rounds,
+//! never read while sending).
 //!
-//! Usage: loopback-send [SOCKETS=5000] [ROUNDS=20] [BATCH=256] [REPEATS=3]
+//! Usage: [MT=1] loopback-send [SOCKETS=5000] [ROUNDS=20] [BATCH=256] [REPEATS=3]
+//!
+//! `MT=1` starts a second (parked) thread first, so that the process shares its descriptor table
+//! as wsserver's threads do: the kernel's `fdget` then takes a reference on the socket's file for
+//! every `write`, which a registered file avoids.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -46,10 +51,18 @@ fn main() {
         receivers.push(client);
     }
     let mut ring = io_uring::IoUring::new(4096).expect("io_uring_setup");
+    let fds: Vec<i32> = senders.iter().map(|s| s.as_raw_fd()).collect();
+    ring.submitter().register_files(&fds).expect("io_uring_register (files)");
+    if std::env::var_os("MT").is_some() {
+        std::thread::spawn(|| loop {
+            std::thread::park();
+        });
+    }
     let mut sink = vec![0u8; 1 << 16];
     let mut results: Vec<(&str, f64)> = Vec::new();
+    const MODES: [&str; 3] = ["write", "io_uring", "fixed"];
     for _ in 0..repeats {
-        for mode in ["write", "io_uring"] {
+        for mode in MODES {
             let cpu0 = cpu_seconds();
             let wall0 = Instant::now();
             for _ in 0..rounds {
@@ -58,12 +71,17 @@ fn main() {
                         s.write_all(&FRAME).expect("write");
                     }
                 } else {
-                    for chunk in senders.chunks(batch) {
+                    for (c, chunk) in senders.chunks(batch).enumerate() {
                         {
                             let mut sq = ring.submission();
-                            for s in chunk {
-                                let sqe = io_uring::opcode::Send::new(io_uring::types::Fd(s.as_raw_fd()), FRAME.as_ptr(), FRAME.len() as u32)
-                                    .build();
+                            for (j, s) in chunk.iter().enumerate() {
+                                let sqe = if mode == "fixed" {
+                                    // Registered in `senders` order: the index is the position.
+                                    let index = (c * batch + j) as u32;
+                                    io_uring::opcode::Send::new(io_uring::types::Fixed(index), FRAME.as_ptr(), FRAME.len() as u32).build()
+                                } else {
+                                    io_uring::opcode::Send::new(io_uring::types::Fd(s.as_raw_fd()), FRAME.as_ptr(), FRAME.len() as u32).build()
+                                };
                                 // SAFETY: FRAME is static; the fd outlives the submission (we wait for it).
                                 unsafe { sq.push(&sqe).expect("submission queue has room") };
                             }
@@ -84,7 +102,7 @@ fn main() {
             }
         }
     }
-    for mode in ["write", "io_uring"] {
+    for mode in MODES {
         let mut v: Vec<f64> = results.iter().filter(|(m, _)| *m == mode).map(|(_, x)| *x).collect();
         v.sort_by(f64::total_cmp);
         println!("median {mode}: {:.2} µs CPU per send over {} repeats", v[v.len() / 2], v.len());
