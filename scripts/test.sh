@@ -4,6 +4,7 @@
 #
 # Usage: scripts/test.sh [extra args for cargo nextest run / cargo test]
 #
+# Runs the gates first (cargo fmt --check, cargo clippy -D warnings, shellcheck scripts/).
 # Installs redis-server, nginx, curl, chromium and chromium-driver with apt-get when missing,
 # and the browser tests' node modules (`npm ci` in tests/browser), then runs
 # `cargo nextest run --workspace --no-fail-fast` (one build for all test binaries), or
@@ -54,6 +55,22 @@ fi
 CRIER_TEST_CHROMIUM=${CRIER_TEST_CHROMIUM:-$(find_tool chromium)}
 export CRIER_TEST_CHROMIUM
 log "chromium: $CRIER_TEST_CHROMIUM"
+
+# Gates: formatting (rustfmt.toml), lints as errors, and shellcheck on the scripts. They run
+# before the tests so that CI keeps them; CRIER_TEST_SKIP_GATES=1 skips them for a quick rerun.
+if [[ "${CRIER_TEST_SKIP_GATES:-0}" != 1 ]]; then
+    ensure_packages shellcheck || {
+        log "error: could not install shellcheck"
+        exit 1
+    }
+    log "gate: cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+    log "gate: cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+    log "gate: shellcheck scripts/"
+    mapfile -t shell_scripts < <(find scripts -name '*.sh' | sort)
+    shellcheck -x "${shell_scripts[@]}"
+fi
 
 # Many sockets in the end-to-end tests need many descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

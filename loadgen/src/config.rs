@@ -244,7 +244,10 @@ impl Config {
         }
         let phases = self.phase_count();
         if phases > crate::message::MAX_PHASES as usize {
-            return Err(format!("at most {} phases (fixed rates + search steps + refinements)", crate::message::MAX_PHASES));
+            return Err(format!(
+                "at most {} phases (fixed rates + search steps + refinements)",
+                crate::message::MAX_PHASES
+            ));
         }
         if self.idle.is_none() && phases == 0 && self.publish != PublishVia::None {
             return Err("give --rate and/or --search-from (or --idle, or --publish none)".into());
@@ -252,7 +255,10 @@ impl Config {
         if self.publish == PublishVia::Api && self.publish_token.len() < 16 {
             return Err("--publish api needs --publish-token (or CRIER_PUBLISH_TOKEN), at least 16 characters".into());
         }
-        if self.publish == PublishVia::Http && self.audience == Audience::Channel && !self.publish_url.contains("{channel}") {
+        if self.publish == PublishVia::Http
+            && self.audience == Audience::Channel
+            && !self.publish_url.contains("{channel}")
+        {
             return Err("--publish http with --audience channel needs {channel} in --publish-url".into());
         }
         if self.audience == Audience::Channel && self.channels > 1 && !self.ws_url.contains("{channel}") {
@@ -279,7 +285,9 @@ impl Config {
 
     /// Seconds the connect stage may take: the paced schedule, twice over, plus a timeout.
     pub fn connect_budget(&self) -> Duration {
-        Duration::from_secs_f64(self.clients as f64 / self.connect_rate * 2.0) + self.connect_timeout + Duration::from_secs(5)
+        Duration::from_secs_f64(self.clients as f64 / self.connect_rate * 2.0)
+            + self.connect_timeout
+            + Duration::from_secs(5)
     }
 
     /// The run's hard limit: --deadline, or one derived from the stages.

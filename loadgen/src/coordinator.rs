@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{Config, PublishVia};
-use crate::fleet::{spawn_worker, worker_count, live_line, Shared, Stage};
+use crate::fleet::{live_line, spawn_worker, worker_count, Shared, Stage};
 use crate::histogram::{Histogram, FINE_BITS};
 use crate::message;
 use crate::phases::{judge, run_phases};
@@ -95,7 +95,8 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let connect_reports: Vec<ConnectReport> = shared.workers.borrow().iter().filter_map(|w| w.connected.clone()).collect();
+    let connect_reports: Vec<ConnectReport> =
+        shared.workers.borrow().iter().filter_map(|w| w.connected.clone()).collect();
     let mut connections = Connections::default();
     let mut subscribers = vec![0u64; cfg.channels];
     let mut errors: BTreeMap<String, (u64, String)> = BTreeMap::new();
@@ -136,7 +137,8 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
                 rss_bytes_per_socket: (sockets > 0).then(|| (ra as f64 - rb as f64) / sockets as f64),
                 pss_before,
                 pss_after,
-                pss_bytes_per_socket: (sockets > 0 && pss_after > 0).then(|| (pss_after as f64 - pss_before as f64) / sockets as f64),
+                pss_bytes_per_socket: (sockets > 0 && pss_after > 0)
+                    .then(|| (pss_after as f64 - pss_before as f64) / sockets as f64),
                 cpu_us_while_idle: procstat::total_cpu_us(&after).saturating_sub(procstat::total_cpu_us(&cpu0)),
             });
         }
@@ -215,15 +217,24 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
         if last_us > p.start_us {
             p.deliveries_per_sec = p.received as f64 / ((last_us - p.start_us) as f64 / 1e6);
         }
-        p.server_cpu_us_per_delivery = (p.received > 0 && !watched.is_empty()).then(|| p.server_cpu_us as f64 / p.received as f64);
+        p.server_cpu_us_per_delivery =
+            (p.received > 0 && !watched.is_empty()).then(|| p.server_cpu_us as f64 / p.received as f64);
         p.latency = Latency::from_histogram(&h);
         judge(&cfg, p);
         all.merge(&h);
     }
-    let max_lossless_rate = phases.iter().filter(|p| p.held).map(|p| p.rate_asked).fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let max_lossless_rate = phases
+        .iter()
+        .filter(|p| p.held)
+        .map(|p| p.rate_asked)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
     let summary = Summary {
         label: cfg.label.clone(),
-        mode: if cfg.idle.is_some() { "idle".into() } else { format!("{:?} via {:?}", cfg.audience, cfg.publish).to_lowercase() },
+        mode: if cfg.idle.is_some() {
+            "idle".into()
+        } else {
+            format!("{:?} via {:?}", cfg.audience, cfg.publish).to_lowercase()
+        },
         clients: cfg.clients,
         channels: cfg.channels,
         size: cfg.size.max(message::HEADER_LEN),
@@ -251,9 +262,14 @@ async fn run(cfg: Config) -> anyhow::Result<Summary> {
         }
     }
     if let Some(path) = &cfg.svg {
-        let marks: Vec<(u64, String)> = summary.phases.iter().map(|p| (p.start_us, format!("{}/s", p.rate_asked))).collect();
-        let title = format!("{}: {} clients, {} channel(s), {} B messages", summary.label, summary.clients, summary.channels, summary.size);
-        std::fs::write(path, crate::svg::render(&title, &seconds, &marks, &all)).with_context(|| format!("writing {path}"))?;
+        let marks: Vec<(u64, String)> =
+            summary.phases.iter().map(|p| (p.start_us, format!("{}/s", p.rate_asked))).collect();
+        let title = format!(
+            "{}: {} clients, {} channel(s), {} B messages",
+            summary.label, summary.clients, summary.channels, summary.size
+        );
+        std::fs::write(path, crate::svg::render(&title, &seconds, &marks, &all))
+            .with_context(|| format!("writing {path}"))?;
     }
     std::io::stdout().flush()?;
     Ok(summary)

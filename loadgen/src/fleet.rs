@@ -57,7 +57,11 @@ impl Shared {
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
-        self.workers.borrow().iter().enumerate().find_map(|(i, w)| w.failed.as_ref().map(|e| format!("worker {i}: {e}")))
+        self.workers
+            .borrow()
+            .iter()
+            .enumerate()
+            .find_map(|(i, w)| w.failed.as_ref().map(|e| format!("worker {i}: {e}")))
     }
 }
 
@@ -83,7 +87,11 @@ pub(crate) fn worker_count(cfg: &Config) -> usize {
     needed.max(cfg.clients.div_ceil(5000).min(cores)).min(cfg.clients)
 }
 
-pub(crate) async fn spawn_worker(index: usize, setup: &WorkerSetup, shared: &Rc<Shared>) -> anyhow::Result<(Child, ChildStdin)> {
+pub(crate) async fn spawn_worker(
+    index: usize,
+    setup: &WorkerSetup,
+    shared: &Rc<Shared>,
+) -> anyhow::Result<(Child, ChildStdin)> {
     let exe = std::env::current_exe().context("locating the loadgen executable")?;
     let mut child = Command::new(exe)
         .arg("--worker")
@@ -158,7 +166,8 @@ pub(crate) async fn live_line(shared: Rc<Shared>, cfg: Rc<Config>) {
             (Some(i), None) => format!(" recv {}", shared.received(i)),
             _ => String::new(),
         };
-        let (start, end) = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ("\r\x1b[2K", "") } else { ("", "\n") };
+        let (start, end) =
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ("\r\x1b[2K", "") } else { ("", "\n") };
         eprint!(
             "{start}[loadgen] {:>4.0}s {} | conn {}/{} fail {} ended {} |{} {}/s max {:.1}ms | server {:.2} cores {:.0} MiB{end}",
             shared.started.elapsed().as_secs_f64(),

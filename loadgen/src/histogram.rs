@@ -117,7 +117,8 @@ mod sparse {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(counts: &[u64], s: S) -> Result<S::Ok, S::Error> {
-        let pairs: Vec<(usize, u64)> = counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i, *c)).collect();
+        let pairs: Vec<(usize, u64)> =
+            counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i, *c)).collect();
         pairs.serialize(s)
     }
 

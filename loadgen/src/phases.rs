@@ -48,9 +48,8 @@ pub(crate) async fn run_phases(
     aborted: &mut Option<String>,
 ) -> Vec<PhaseResult> {
     let mut fixed = cfg.rate.iter().copied();
-    let mut search = cfg
-        .search_from
-        .map(|from| RateSearch::new(from, cfg.search_factor, cfg.search_steps, cfg.search_refine));
+    let mut search =
+        cfg.search_from.map(|from| RateSearch::new(from, cfg.search_factor, cfg.search_steps, cfg.search_refine));
     let mut results = Vec::new();
     let mut seq_base = 0u64;
     for i in 0.. {

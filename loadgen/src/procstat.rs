@@ -41,7 +41,8 @@ pub fn sample(pid: u32) -> Option<Sample> {
 
 fn parse(stat: &str, status: &str) -> Sample {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let cpu_us = (tick(11) + tick(12)) * (1_000_000 / TICKS_PER_SEC);

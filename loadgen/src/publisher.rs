@@ -267,7 +267,12 @@ impl Task {
         }
     }
 
-    async fn send_redis(&self, conn: &mut redis::aio::MultiplexedConnection, ch: usize, payload: String) -> Result<(), (String, String)> {
+    async fn send_redis(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        ch: usize,
+        payload: String,
+    ) -> Result<(), (String, String)> {
         let cmd = redis::cmd("PUBLISH").arg(self.redis_channel(ch)).arg(payload).to_owned();
         match tokio::time::timeout(REQUEST_TIMEOUT, cmd.query_async::<i64>(conn)).await {
             Ok(Ok(_)) => Ok(()),
@@ -276,7 +281,12 @@ impl Task {
         }
     }
 
-    async fn send_http(&self, http: &mut Option<SendRequest<Full<Bytes>>>, ch: usize, payload: String) -> Result<(), (String, String)> {
+    async fn send_http(
+        &self,
+        http: &mut Option<SendRequest<Full<Bytes>>>,
+        ch: usize,
+        payload: String,
+    ) -> Result<(), (String, String)> {
         let p = &self.publisher;
         let endpoint = p.http.as_ref().expect("http publisher has an endpoint");
         let (body, content_type, path) = match p.cfg.publish {
@@ -288,7 +298,9 @@ impl Task {
         };
         let attempt = async {
             if http.as_ref().is_none_or(|s| s.is_closed()) {
-                let stream = tokio::net::TcpStream::connect(endpoint.addr).await.map_err(|e| ("connect".to_owned(), e.to_string()))?;
+                let stream = tokio::net::TcpStream::connect(endpoint.addr)
+                    .await
+                    .map_err(|e| ("connect".to_owned(), e.to_string()))?;
                 let _ = stream.set_nodelay(true);
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await

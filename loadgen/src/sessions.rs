@@ -26,7 +26,12 @@ pub async fn write_sessions(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
             let key = SessionKey::parse(&session_key(run_id, i)).map_err(|e| anyhow::anyhow!("session key: {e}"))?;
             let user = Name::parse(&user_name(i % cfg.channels)).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
             let record = SessionRecord { user, groups: Vec::new(), csrf: String::new() };
-            pipe.cmd("SET").arg(prefix.session_record(&key)).arg(record.to_json()).arg("EX").arg(cfg.session_ttl).ignore();
+            pipe.cmd("SET")
+                .arg(prefix.session_record(&key))
+                .arg(record.to_json())
+                .arg("EX")
+                .arg(cfg.session_ttl)
+                .ignore();
         }
         tokio::time::timeout(Duration::from_secs(30), pipe.query_async::<()>(&mut conn))
             .await

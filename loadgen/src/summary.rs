@@ -225,7 +225,11 @@ impl Summary {
             }
         }
         if self.foreign_messages > 0 {
-            let _ = writeln!(t, "{} messages that were not loadgen's (heartbeats, replays) were ignored", self.foreign_messages);
+            let _ = writeln!(
+                t,
+                "{} messages that were not loadgen's (heartbeats, replays) were ignored",
+                self.foreign_messages
+            );
         }
         if let Some(i) = &self.idle {
             let _ = writeln!(

@@ -63,7 +63,8 @@ pub fn render(title: &str, seconds: &BTreeMap<u64, Histogram>, phases: &[(u64, S
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>"#, WIDTH / 2.0, escape(title));
+    let _ =
+        writeln!(s, r#"<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>"#, WIDTH / 2.0, escape(title));
     over_time(&mut s, 40.0, seconds, phases);
     histogram(&mut s, PANEL + 90.0, all);
     s.push_str("</svg>\n");
@@ -86,7 +87,8 @@ fn over_time(s: &mut String, top: f64, seconds: &BTreeMap<u64, Histogram>, phase
     let axis = LogAxis::new(min_ms, max_ms);
     let x = |t: f64| LEFT + plot_w * (t - t0 as f64) / span;
     let y = |ms: f64| y0 + plot_h * (1.0 - axis.frac(ms));
-    let _ = writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##);
+    let _ =
+        writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##);
     for d in axis.decades() {
         let yy = y(d);
         let _ = writeln!(s, r##"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, LEFT + plot_w);
@@ -123,8 +125,17 @@ fn over_time(s: &mut String, top: f64, seconds: &BTreeMap<u64, Histogram>, phase
                 format!("{:.1},{:.1}", x(*sec as f64 + 0.5), y(ms))
             })
             .collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, points.join(" "));
-        let lx = LEFT + plot_w - 150.0 + 50.0 * if q < 0.9 { 0.0 } else if q < 1.0 { 1.0 } else { 2.0 };
+        let _ =
+            writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, points.join(" "));
+        let lx = LEFT + plot_w - 150.0
+            + 50.0
+                * if q < 0.9 {
+                    0.0
+                } else if q < 1.0 {
+                    1.0
+                } else {
+                    2.0
+                };
         let _ = writeln!(
             s,
             r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}">{name}</text>"#,
@@ -138,9 +149,15 @@ fn over_time(s: &mut String, top: f64, seconds: &BTreeMap<u64, Histogram>, phase
 fn histogram(s: &mut String, top: f64, all: &Histogram) {
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = PANEL - 40.0;
-    let _ = writeln!(s, r#"<text x="{LEFT}" y="{}">Latency histogram, all phases ({} deliveries; share per bin)</text>"#, top + 8.0, all.count());
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{}">Latency histogram, all phases ({} deliveries; share per bin)</text>"#,
+        top + 8.0,
+        all.count()
+    );
     let y0 = top + 20.0;
-    let _ = writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##);
+    let _ =
+        writeln!(s, r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##);
     if all.count() == 0 {
         return;
     }
@@ -173,9 +190,11 @@ fn histogram(s: &mut String, top: f64, all: &Histogram) {
     }
     for d in axis.decades() {
         let xx = LEFT + plot_w * axis.frac(d);
-        let _ = writeln!(s, r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#, y0 + plot_h + 15.0, label_ms(d));
+        let _ =
+            writeln!(s, r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#, y0 + plot_h + 15.0, label_ms(d));
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{:.1}%</text>"#, LEFT - 5.0, y0 + 10.0, top_share * 100.0);
+    let _ =
+        writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{:.1}%</text>"#, LEFT - 5.0, y0 + 10.0, top_share * 100.0);
     for (i, (q, name)) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")].into_iter().enumerate() {
         let xx = LEFT + plot_w * axis.frac(all.quantile(q) as f64 / 1000.0);
         let _ = writeln!(

@@ -13,12 +13,7 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub const ALL: [Audience; 4] = [
-        Audience::Broadcast,
-        Audience::Group,
-        Audience::User,
-        Audience::Session,
-    ];
+    pub const ALL: [Audience; 4] = [Audience::Broadcast, Audience::Group, Audience::User, Audience::Session];
 
     /// The word used in channel names and in query flags.
     pub fn as_str(self) -> &'static str {

@@ -28,9 +28,7 @@ impl Facility {
     /// Takes the facility from a request path: everything after the first occurrence of
     /// `url_prefix` (normally `/ws/`), percent-decoded as a WSGI server would, nothing trimmed.
     pub fn from_path(path: &str, url_prefix: &str) -> Result<Facility, FacilityError> {
-        let start = path
-            .find(url_prefix)
-            .ok_or_else(|| FacilityError::NotUnderPrefix(url_prefix.to_owned()))?;
+        let start = path.find(url_prefix).ok_or_else(|| FacilityError::NotUnderPrefix(url_prefix.to_owned()))?;
         let raw = &path[start + url_prefix.len()..];
         Facility::parse(&percent_decode(raw)?)
     }
@@ -109,17 +107,11 @@ mod tests {
 
     #[test]
     fn bad_facilities_are_refused() {
-        assert_eq!(
-            Facility::from_path("/ws/a%0Ab", "/ws/"),
-            Err(FacilityError::ControlCharacter)
-        );
+        assert_eq!(Facility::from_path("/ws/a%0Ab", "/ws/"), Err(FacilityError::ControlCharacter));
         assert_eq!(Facility::from_path("/ws/%zz", "/ws/"), Err(FacilityError::BadEncoding));
         assert_eq!(Facility::from_path("/ws/%ff", "/ws/"), Err(FacilityError::BadEncoding));
         let long = format!("/ws/{}", "a".repeat(Facility::MAX_LEN + 1));
-        assert!(matches!(
-            Facility::from_path(&long, "/ws/"),
-            Err(FacilityError::TooLong { .. })
-        ));
+        assert!(matches!(Facility::from_path(&long, "/ws/"), Err(FacilityError::TooLong { .. })));
         assert!(matches!(Facility::from_path("/other", "/ws/"), Err(FacilityError::NotUnderPrefix(_))));
         assert_eq!(Facility::parse_non_empty(""), Err(FacilityError::Empty));
     }

@@ -54,12 +54,7 @@ impl KeyPrefix {
     /// The channels of one audience for an identity ("SELF" in ws4redis): broadcast always,
     /// user and groups only when logged in, session only with a session key. Anything missing
     /// yields no channel, never a junk name.
-    pub fn channels_for(
-        &self,
-        audience: Audience,
-        identity: &Identity,
-        facility: &Facility,
-    ) -> Vec<ChannelName> {
+    pub fn channels_for(&self, audience: Audience, identity: &Identity, facility: &Facility) -> Vec<ChannelName> {
         match audience {
             Audience::Broadcast => vec![self.broadcast(facility)],
             Audience::User => identity.user.iter().map(|u| self.user(u, facility)).collect(),
@@ -67,9 +62,7 @@ impl KeyPrefix {
                 Some(_) => identity.groups.iter().map(|g| self.group(g, facility)).collect(),
                 None => Vec::new(),
             },
-            Audience::Session => {
-                identity.session.iter().map(|s| self.session(s, facility)).collect()
-            }
+            Audience::Session => identity.session.iter().map(|s| self.session(s, facility)).collect(),
         }
     }
 
@@ -192,7 +185,9 @@ mod tests {
         let p = KeyPrefix::default();
         let s = SessionKey::parse("k").unwrap();
         let ann = Name::parse("ann").unwrap();
-        for key in [p.session_record(&s), p.account_index(), p.game("ab12"), p.invitation("cd34"), p.user_invitations(&ann)] {
+        for key in
+            [p.session_record(&s), p.account_index(), p.game("ab12"), p.invitation("cd34"), p.user_invitations(&ann)]
+        {
             for a in Audience::ALL {
                 assert!(!key.starts_with(&format!("{a}:")));
             }

@@ -59,11 +59,7 @@ impl PublishRequest {
 
     /// Resolves the request into channels under `prefix`, with `default_expire` when the
     /// request gives none. Duplicates are removed; broadcast comes first, as in ws4redis.
-    pub fn into_publication(
-        self,
-        prefix: &KeyPrefix,
-        default_expire: u64,
-    ) -> Result<Publication, PublishError> {
+    pub fn into_publication(self, prefix: &KeyPrefix, default_expire: u64) -> Result<Publication, PublishError> {
         let facility = Facility::parse_non_empty(&self.facility)?;
         let expire = self.expire.unwrap_or(default_expire);
         if expire > Self::MAX_EXPIRE {

@@ -7,9 +7,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (examples: 250ms, 30s, 5m)"))?;
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (examples: 250ms, 30s, 5m)"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,

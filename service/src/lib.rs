@@ -11,5 +11,5 @@ pub mod runtime;
 pub mod shutdown;
 
 pub use duration::parse_duration;
-pub use logging::{init_logging, LogFormat, Escaped};
+pub use logging::{init_logging, Escaped, LogFormat};
 pub use shutdown::shutdown_signal;

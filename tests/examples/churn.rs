@@ -61,18 +61,11 @@ fn channel(prefix: &str, facility: &str) -> String {
     }
 }
 
-async fn publisher(
-    args: Arc<Args>,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+async fn publisher(args: Arc<Args>, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let client = redis::Client::open(args.redis_url.as_str())?;
     // The churn loads the machine; a slow round is not a failure (the default is 500 ms).
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
     let mut round = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(args.publish_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,12 +76,7 @@ async fn publisher(
             let name = channel(&args.prefix, &format!("soak-{k}"));
             let message = format!("tick-{round}");
             pipe.cmd("PUBLISH").arg(&name).arg(&message).ignore();
-            pipe.cmd("SET")
-                .arg(&name)
-                .arg(&message)
-                .arg("EX")
-                .arg(120)
-                .ignore();
+            pipe.cmd("SET").arg(&name).arg(&message).arg("EX").arg(120).ignore();
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
@@ -105,9 +93,7 @@ async fn publisher(
     // Leave no stored messages behind.
     let mut pipe = redis::pipe();
     for k in 0..args.channels {
-        pipe.cmd("DEL")
-            .arg(channel(&args.prefix, &format!("soak-{k}")))
-            .ignore();
+        pipe.cmd("DEL").arg(channel(&args.prefix, &format!("soak-{k}"))).ignore();
     }
     pipe.query_async::<()>(&mut conn).await?;
     Ok(())
@@ -145,21 +131,14 @@ async fn cycle(args: &Args, stats: &Stats, worker: usize, n: u64) -> Result<(), 
 
 async fn worker(args: Arc<Args>, stats: Arc<Stats>, worker: usize, deadline: Instant) {
     // Spread the first connects over the first second.
-    tokio::time::sleep(Duration::from_micros(
-        (worker as u64 * 1_000_000) / args.sockets as u64,
-    ))
-    .await;
+    tokio::time::sleep(Duration::from_micros((worker as u64 * 1_000_000) / args.sockets as u64)).await;
     let mut n = 0u64;
     while Instant::now() < deadline {
         let failed = cycle(&args, &stats, worker, n).await.is_err();
         stats.cycles.fetch_add(1, Relaxed);
         n += 1;
         // Back off a little after a failure, as a real client would.
-        let pause = if failed {
-            200
-        } else {
-            (worker as u64 * 7 + n * 13) % 50
-        };
+        let pause = if failed { 200 } else { (worker as u64 * 7 + n * 13) % 50 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
@@ -186,9 +165,8 @@ async fn main() -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs(args.seconds);
 
     let publishing = tokio::spawn(publisher(args.clone(), stats.clone(), stop.clone()));
-    let workers: Vec<_> = (0..args.sockets)
-        .map(|w| tokio::spawn(worker(args.clone(), stats.clone(), w, deadline)))
-        .collect();
+    let workers: Vec<_> =
+        (0..args.sockets).map(|w| tokio::spawn(worker(args.clone(), stats.clone(), w, deadline))).collect();
     let progress = {
         let stats = stats.clone();
         tokio::spawn(async move {

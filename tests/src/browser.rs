@@ -33,50 +33,28 @@ pub fn artifacts_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     target.join("test-artifacts")
 }
 
 /// The Chromium binary: `CRIER_TEST_CHROMIUM`, PATH, or Debian's `/usr/bin/chromium`.
 pub fn chromium() -> PathBuf {
-    find_program(
-        "CRIER_TEST_CHROMIUM",
-        "chromium",
-        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
-    )
+    find_program("CRIER_TEST_CHROMIUM", "chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"])
 }
 
 /// Panics with what to do when the Node.js dependencies are not installed.
 pub fn require_node_modules() {
     let module = browser_dir().join("node_modules").join("playwright-core");
-    assert!(
-        module.is_dir(),
-        "{} is missing: run `npm ci` in tests/browser (scripts/test.sh does)",
-        module.display()
-    );
+    assert!(module.is_dir(), "{} is missing: run `npm ci` in tests/browser (scripts/test.sh does)", module.display());
 }
 
 /// Creates (or replaces) an account directly in Redis, as `webserver users add` does.
-pub async fn add_account(
-    redis: &Redis,
-    prefix: &KeyPrefix,
-    name: &str,
-    password: &str,
-    groups: &[&str],
-) {
-    let store = webserver::store::Store::new(redis.client().clone(), prefix.clone())
-        .expect("webserver store");
+pub async fn add_account(redis: &Redis, prefix: &KeyPrefix, name: &str, password: &str, groups: &[&str]) {
+    let store = webserver::store::Store::new(redis.client().clone(), prefix.clone()).expect("webserver store");
     let account = webserver::accounts::Account {
         name: Name::parse(name).expect("valid user name"),
         password_hash: webserver::accounts::hash_password(password).expect("hashable password"),
-        groups: groups
-            .iter()
-            .map(|g| Name::parse(g).expect("valid group name"))
-            .collect(),
+        groups: groups.iter().map(|g| Name::parse(g).expect("valid group name")).collect(),
     };
     store.put_account(&account).await.expect("store account");
 }
@@ -93,11 +71,7 @@ pub struct NodeScript {
 impl NodeScript {
     /// Starts `node <args...>` (a script and its arguments) in `tests/browser` with `env` added.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> NodeScript {
-        let node = find_program(
-            "CRIER_TEST_NODE",
-            "node",
-            &["/usr/bin/node", "/usr/local/bin/node"],
-        );
+        let node = find_program("CRIER_TEST_NODE", "node", &["/usr/bin/node", "/usr/local/bin/node"]);
         let mut command = Command::new(&node);
         command
             .args(args)
@@ -108,9 +82,7 @@ impl NodeScript {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", node.display()));
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", node.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
 
         let stderr = child.stderr.take().expect("piped stderr");
@@ -131,12 +103,7 @@ impl NodeScript {
                 }
             }
         });
-        NodeScript {
-            stdin: child.stdin.take(),
-            child,
-            stdout: rx,
-            output,
-        }
+        NodeScript { stdin: child.stdin.take(), child, stdout: rx, output }
     }
 
     /// The next request of the script, or `None` once its stdout closed (it exited).
@@ -154,9 +121,7 @@ impl NodeScript {
     /// Answers the script's last request.
     pub fn reply(&mut self, answer: &str) {
         let stdin = self.stdin.as_mut().expect("the script's stdin is open");
-        stdin
-            .write_all(format!("{answer}\n").as_bytes())
-            .expect("write to the script");
+        stdin.write_all(format!("{answer}\n").as_bytes()).expect("write to the script");
         stdin.flush().expect("flush the script's stdin");
     }
 
@@ -167,9 +132,7 @@ impl NodeScript {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return Ok(status),
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
                 Ok(None) => {
                     stop_child(&mut self.child, "TERM", Duration::from_secs(5));
                     return Err(format!("the script did not exit within {timeout:?}"));

@@ -22,12 +22,8 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The body parsed as JSON; panics with the body when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}); status {}: {:?}",
-                self.status, self.body
-            )
-        })
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}); status {}: {:?}", self.status, self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -36,12 +32,7 @@ impl HttpResponse {
 }
 
 /// Sends one request; panics on transport errors and after 10 s.
-pub async fn request(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> HttpResponse {
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> HttpResponse {
     match try_request(method.clone(), url, headers, body).await {
         Ok(response) => response,
         Err(e) => panic!("{method} {url}: {e}"),
@@ -57,11 +48,7 @@ pub async fn try_request(
     body: impl Into<Bytes>,
 ) -> Result<HttpResponse, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(body.into()))
-        .map_err(|e| e.to_string())?;
+    let mut req = Request::builder().method(method).uri(url).body(Full::new(body.into())).map_err(|e| e.to_string())?;
     for (name, value) in headers {
         req.headers_mut().append(
             HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
@@ -72,21 +59,10 @@ pub async fn try_request(
         let response = client.request(req).await.map_err(|e| format!("{e:?}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>(HttpResponse {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("timed out after {REQUEST_TIMEOUT:?}"))?
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| format!("timed out after {REQUEST_TIMEOUT:?}"))?
 }
 
 pub async fn get(url: &str) -> HttpResponse {

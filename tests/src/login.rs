@@ -18,38 +18,17 @@ pub const SESSION_TTL_SECS: u64 = 3600;
 
 /// Writes a live login session `key` for `user` with `groups`, exactly where webserver keeps
 /// it (`{p}crier:sessions:<key>`, plus the user's session index).
-pub async fn put_session(
-    redis: &Redis,
-    prefix: &KeyPrefix,
-    key: &str,
-    user: &str,
-    groups: &[&str],
-) {
+pub async fn put_session(redis: &Redis, prefix: &KeyPrefix, key: &str, user: &str, groups: &[&str]) {
     let key = SessionKey::parse(key).expect("valid session key");
     let record = SessionRecord {
         user: Name::parse(user).expect("valid user name"),
-        groups: groups
-            .iter()
-            .map(|g| Name::parse(g).expect("valid group"))
-            .collect(),
+        groups: groups.iter().map(|g| Name::parse(g).expect("valid group")).collect(),
         csrf: format!("csrf-of-{}", key.as_str()),
     };
     let _: () = redis
-        .query(
-            redis::cmd("SET")
-                .arg(prefix.session_record(&key))
-                .arg(record.to_json())
-                .arg("EX")
-                .arg(SESSION_TTL_SECS),
-        )
+        .query(redis::cmd("SET").arg(prefix.session_record(&key)).arg(record.to_json()).arg("EX").arg(SESSION_TTL_SECS))
         .await;
-    let _: i64 = redis
-        .query(
-            redis::cmd("SADD")
-                .arg(prefix.user_sessions(&record.user))
-                .arg(key.as_str()),
-        )
-        .await;
+    let _: i64 = redis.query(redis::cmd("SADD").arg(prefix.user_sessions(&record.user)).arg(key.as_str())).await;
 }
 
 /// `sessionid=<key>`, the Cookie header value of a session.
@@ -58,10 +37,7 @@ pub fn session_cookie(key: &str) -> String {
 }
 
 /// Opens a websocket at `url`, sending `Cookie: sessionid=<key>` when a key is given.
-pub async fn connect_with_session(
-    url: &str,
-    session: Option<&str>,
-) -> Result<WsClient, HandshakeFailure> {
+pub async fn connect_with_session(url: &str, session: Option<&str>) -> Result<WsClient, HandshakeFailure> {
     match session {
         Some(key) => WsClient::connect_with_headers(url, &[("cookie", &session_cookie(key))]).await,
         None => WsClient::connect(url).await,
@@ -70,9 +46,7 @@ pub async fn connect_with_session(
 
 /// Like [`connect_with_session`], panicking unless the socket upgrades.
 pub async fn open_with_session(url: &str, session: Option<&str>) -> WsClient {
-    connect_with_session(url, session)
-        .await
-        .unwrap_or_else(|e| panic!("websocket {url} with session {session:?}: {e}"))
+    connect_with_session(url, session).await.unwrap_or_else(|e| panic!("websocket {url} with session {session:?}: {e}"))
 }
 
 /// Creates an account directly in Redis, as `webserver users add` does.
@@ -101,12 +75,7 @@ pub fn cookie_value(set_cookie_line: &str) -> &str {
 
 /// The attributes of a `Set-Cookie` line, trimmed (`["Path=/", "HttpOnly", ...]`).
 pub fn cookie_attributes(set_cookie_line: &str) -> Vec<&str> {
-    set_cookie_line
-        .split(';')
-        .skip(1)
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect()
+    set_cookie_line.split(';').skip(1).map(str::trim).filter(|a| !a.is_empty()).collect()
 }
 
 /// The value of the hidden form input `name="csrf"` of an HTML page.
@@ -123,19 +92,13 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
     fn encode(text: &str) -> String {
         text.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
                 b' ' => "+".to_owned(),
                 _ => format!("%{b:02X}"),
             })
             .collect()
     }
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// `GET <base>/login`: the answer and its anonymous CSRF token (cookie `crier_csrf`, which the
@@ -155,19 +118,12 @@ pub async fn post_form(
     fields: &[(&str, &str)],
     extra_headers: &[(&str, &str)],
 ) -> HttpResponse {
-    let mut headers: Vec<(&str, &str)> =
-        vec![("content-type", "application/x-www-form-urlencoded")];
+    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/x-www-form-urlencoded")];
     if let Some(cookie) = cookie {
         headers.push(("cookie", cookie));
     }
     headers.extend_from_slice(extra_headers);
-    http::request(
-        Method::POST,
-        url,
-        &headers,
-        Bytes::from(form_encode(fields)),
-    )
-    .await
+    http::request(Method::POST, url, &headers, Bytes::from(form_encode(fields))).await
 }
 
 /// Signs in through the real form (GET /login for the CSRF token, POST /login) and returns the
@@ -190,13 +146,7 @@ pub async fn login(base: &str, user: &str, password: &str) -> String {
 
 /// `GET <base>/` with the session cookie.
 pub async fn home(base: &str, session: &str) -> HttpResponse {
-    http::request(
-        Method::GET,
-        &format!("{base}/"),
-        &[("cookie", &session_cookie(session))],
-        Bytes::new(),
-    )
-    .await
+    http::request(Method::GET, &format!("{base}/"), &[("cookie", &session_cookie(session))], Bytes::new()).await
 }
 
 // --- the `webserver users` command line -------------------------------------------------------
@@ -219,13 +169,8 @@ pub fn webserver_binary() -> PathBuf {
 /// input (the password line).
 pub async fn users_cli(redis_url: &str, prefix: &str, args: &[&str], stdin: &str) -> CliOutput {
     let binary = webserver_binary();
-    let mut argv: Vec<String> = vec![
-        "--redis-url".into(),
-        redis_url.into(),
-        "--prefix".into(),
-        prefix.into(),
-        "users".into(),
-    ];
+    let mut argv: Vec<String> =
+        vec!["--redis-url".into(), redis_url.into(), "--prefix".into(), prefix.into(), "users".into()];
     argv.extend(args.iter().map(|a| a.to_string()));
     let stdin = stdin.to_owned();
     tokio::task::spawn_blocking(move || {

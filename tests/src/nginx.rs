@@ -17,24 +17,13 @@ const PORT_ATTEMPTS: usize = 5;
 
 /// The repository's `nginx/` directory.
 pub fn nginx_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("nginx")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("nginx")
 }
 
 /// Renders the site config: each of the three tokens must occur exactly once.
-pub fn render_site(
-    template: &str,
-    web_upstream: &str,
-    ws_upstream: &str,
-    listen: SocketAddr,
-) -> String {
+pub fn render_site(template: &str, web_upstream: &str, ws_upstream: &str, listen: SocketAddr) -> String {
     for token in [WEB_TOKEN, WS_TOKEN, LISTEN_TOKEN] {
-        assert_eq!(
-            template.matches(token).count(),
-            1,
-            "nginx/crier.conf must contain {token:?} exactly once"
-        );
+        assert_eq!(template.matches(token).count(), 1, "nginx/crier.conf must contain {token:?} exactly once");
     }
     template
         .replace(LISTEN_TOKEN, &format!("listen {listen};"))
@@ -45,10 +34,7 @@ pub fn render_site(
 /// Renders the main config around the rendered site.
 pub fn render_main(template: &str, dir: &Path, site: &Path) -> String {
     for placeholder in ["@USER_LINE@", "@DIR@", "@SITE@"] {
-        assert!(
-            template.contains(placeholder),
-            "nginx-main.conf.template lacks {placeholder}"
-        );
+        assert!(template.contains(placeholder), "nginx-main.conf.template lacks {placeholder}");
     }
     let user_line = if running_as_root() { "user root;" } else { "" };
     let rendered = template
@@ -70,13 +56,8 @@ impl Nginx {
     /// upstreams ("127.0.0.1:port"), and waits until it answers HTTP. Retries on another port
     /// when the chosen one was taken meanwhile.
     pub async fn start(web_upstream: &str, ws_upstream: &str) -> Nginx {
-        let bin = find_program(
-            "CRIER_TEST_NGINX",
-            "nginx",
-            &["/usr/sbin/nginx", "/usr/local/sbin/nginx"],
-        );
-        let site_template =
-            std::fs::read_to_string(nginx_dir().join("crier.conf")).expect("read nginx/crier.conf");
+        let bin = find_program("CRIER_TEST_NGINX", "nginx", &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]);
+        let site_template = std::fs::read_to_string(nginx_dir().join("crier.conf")).expect("read nginx/crier.conf");
         let main_template = std::fs::read_to_string(nginx_dir().join("nginx-main.conf.template"))
             .expect("read nginx/nginx-main.conf.template");
         let mut failures = Vec::new();
@@ -84,14 +65,10 @@ impl Nginx {
             let dir = TempDir::new("nginx").expect("create nginx temp dir");
             let addr = free_port();
             let site = dir.path().join("crier.conf");
-            std::fs::write(
-                &site,
-                render_site(&site_template, web_upstream, ws_upstream, addr),
-            )
-            .expect("write site config");
+            std::fs::write(&site, render_site(&site_template, web_upstream, ws_upstream, addr))
+                .expect("write site config");
             let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, render_main(&main_template, dir.path(), &site))
-                .expect("write nginx.conf");
+            std::fs::write(&conf, render_main(&main_template, dir.path(), &site)).expect("write nginx.conf");
             let child = Command::new(&bin)
                 .arg("-c")
                 .arg(&conf)
@@ -104,11 +81,7 @@ impl Nginx {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut nginx = Nginx {
-                dir,
-                child: Some(child),
-                addr,
-            };
+            let mut nginx = Nginx { dir, child: Some(child), addr };
             match nginx.wait_ready().await {
                 Ok(()) => return nginx,
                 Err(e) if e.contains("Address already in use") => failures.push(e),
@@ -124,27 +97,17 @@ impl Nginx {
         let deadline = Instant::now() + READY_TIMEOUT;
         let url = format!("http://{}/nginx-ready-probe", self.addr);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 let mut stderr = String::new();
                 if let Some(mut err) = self.child.as_mut().and_then(|c| c.stderr.take()) {
                     use std::io::Read;
                     let _ = err.read_to_string(&mut stderr);
                 }
                 self.child = None;
-                return Err(format!(
-                    "nginx exited ({status}); stderr: {stderr}; error.log:\n{}",
-                    self.error_log()
-                ));
+                return Err(format!("nginx exited ({status}); stderr: {stderr}; error.log:\n{}", self.error_log()));
             }
             if let Ok(response) = crate::http::try_get(&url).await {
-                if response
-                    .header("server")
-                    .is_some_and(|s| s.starts_with("nginx"))
-                {
+                if response.header("server").is_some_and(|s| s.starts_with("nginx")) {
                     return Ok(());
                 }
             }

@@ -28,12 +28,7 @@ impl ChildProcess {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
-        ChildProcess {
-            name: name.to_owned(),
-            child: Some(child),
-            dir,
-            status: None,
-        }
+        ChildProcess { name: name.to_owned(), child: Some(child), dir, status: None }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -84,8 +79,7 @@ impl ChildProcess {
     /// Everything the process wrote to stdout so far.
     pub fn stdout(&self) -> String {
         let path = self.dir.path().join("stdout.log");
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
     }
 
     /// The end of what the process wrote to stderr so far.
@@ -170,9 +164,7 @@ pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
 }

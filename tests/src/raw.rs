@@ -42,10 +42,7 @@ pub struct RawResponse {
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -98,10 +95,7 @@ impl RawConn {
             .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         let _ = stream.set_nodelay(true);
-        RawConn {
-            stream,
-            buffer: Vec::new(),
-        }
+        RawConn { stream, buffer: Vec::new() }
     }
 
     /// Connects with a small kernel receive buffer (`bytes`), so that a client that stops
@@ -114,10 +108,7 @@ impl RawConn {
             .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         let _ = stream.set_nodelay(true);
-        RawConn {
-            stream,
-            buffer: Vec::new(),
-        }
+        RawConn { stream, buffer: Vec::new() }
     }
 
     /// Connects and upgrades `path` with a valid handshake; panics unless the answer is 101.
@@ -153,10 +144,7 @@ impl RawConn {
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timed out",
-            )),
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
         }
     }
 
@@ -194,20 +182,13 @@ impl RawConn {
         let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or("");
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let length: usize =
+            headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         while self.buffer.len() < head_end + length {
             if self.fill(deadline).await.is_err() {
                 break;
@@ -216,11 +197,7 @@ impl RawConn {
         let end = (head_end + length).min(self.buffer.len());
         let body = String::from_utf8_lossy(&self.buffer[head_end..end]).into_owned();
         self.buffer.drain(..end);
-        Ok(RawResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(RawResponse { status, headers, body })
     }
 
     /// Reads one frame sent by the server (unmasked, as servers send them).
@@ -286,10 +263,7 @@ fn parse_server_frame(b: &[u8]) -> Option<(ServerFrame, usize)> {
             if b.len() < 10 {
                 return None;
             }
-            (
-                u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")) as usize,
-                10,
-            )
+            (u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")) as usize, 10)
         }
         n => (n as usize, 2),
     };
@@ -312,14 +286,7 @@ fn parse_server_frame(b: &[u8]) -> Option<(ServerFrame, usize)> {
             *byte ^= m[i & 3];
         }
     }
-    Some((
-        ServerFrame {
-            fin,
-            opcode,
-            payload,
-        },
-        at + len,
-    ))
+    Some((ServerFrame { fin, opcode, payload }, at + len))
 }
 
 /// Builds one client frame byte by byte, valid or not.
@@ -415,12 +382,7 @@ impl FrameBuilder {
         }
         if !self.header_only {
             if self.masked {
-                out.extend(
-                    self.payload
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| b ^ MASK[i & 3]),
-                );
+                out.extend(self.payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
             } else {
                 out.extend_from_slice(&self.payload);
             }

@@ -38,16 +38,9 @@ impl Redis {
             "redis-server",
             &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
         );
-        let client = redis::Client::open(format!("unix://{}", socket.display()))
-            .expect("redis client for a unix socket");
-        let mut redis = Redis {
-            dir,
-            socket,
-            bin,
-            child: None,
-            client,
-            conn: tokio::sync::Mutex::new(None),
-        };
+        let client =
+            redis::Client::open(format!("unix://{}", socket.display())).expect("redis client for a unix socket");
+        let mut redis = Redis { dir, socket, bin, child: None, client, conn: tokio::sync::Mutex::new(None) };
         redis.spawn().await;
         redis
     }
@@ -86,15 +79,8 @@ impl Redis {
         let mut backoff = Duration::from_millis(5);
         let mut last_error;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "redis-server exited ({status}) before it was ready; log:\n{}",
-                    tail(&self.log_path(), 4000)
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("redis-server exited ({status}) before it was ready; log:\n{}", tail(&self.log_path(), 4000));
             }
             let attempt = async {
                 let mut conn = self.client.get_multiplexed_async_connection().await?;
@@ -149,13 +135,10 @@ impl Redis {
         if let Some(conn) = cached.as_ref() {
             return conn.clone();
         }
-        let mut conn = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await
-        .expect("connecting to redis timed out")
-        .expect("connect to redis");
+        let mut conn = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection())
+            .await
+            .expect("connecting to redis timed out")
+            .expect("connect to redis");
         redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg(HARNESS_CLIENT_NAME)
@@ -178,8 +161,7 @@ impl Redis {
 
     /// `PUBLISH channel message`; returns the number of receivers Redis reports.
     pub async fn publish(&self, channel: &str, message: &str) -> i64 {
-        self.query(redis::cmd("PUBLISH").arg(channel).arg(message))
-            .await
+        self.query(redis::cmd("PUBLISH").arg(channel).arg(message)).await
     }
 
     /// Publishes every message to `channel` in one pipeline (back to back, in order).
@@ -201,9 +183,7 @@ impl Redis {
 
     /// `PUBSUB NUMSUB channel`: how many connections subscribe to it.
     pub async fn numsub(&self, channel: &str) -> i64 {
-        let (_, n): (String, i64) = self
-            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel))
-            .await;
+        let (_, n): (String, i64) = self.query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)).await;
         n
     }
 
@@ -211,10 +191,7 @@ impl Redis {
     pub async fn client_list(&self) -> Vec<String> {
         let list: String = self.query(redis::cmd("CLIENT").arg("LIST")).await;
         let own = format!(" name={HARNESS_CLIENT_NAME} ");
-        list.lines()
-            .filter(|l| !l.trim().is_empty() && !l.contains(&own))
-            .map(str::to_owned)
-            .collect()
+        list.lines().filter(|l| !l.trim().is_empty() && !l.contains(&own)).map(str::to_owned).collect()
     }
 
     /// Number of client connections Redis holds, not counting the harness's own.

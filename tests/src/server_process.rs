@@ -32,28 +32,21 @@ pub fn bin_dir() -> PathBuf {
             .to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
-        build
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "build",
-                "--quiet",
-                "--bin",
-                "wsserver",
-                "--bin",
-                "webserver",
-                "--bin",
-                "loadgen",
-            ]);
+        build.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).args([
+            "build",
+            "--quiet",
+            "--bin",
+            "wsserver",
+            "--bin",
+            "webserver",
+            "--bin",
+            "loadgen",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
-        let status = build
-            .status()
-            .expect("run cargo build for the server and loadgen binaries");
-        assert!(
-            status.success(),
-            "cargo build --bin wsserver --bin webserver --bin loadgen failed"
-        );
+        let status = build.status().expect("run cargo build for the server and loadgen binaries");
+        assert!(status.success(), "cargo build --bin wsserver --bin webserver --bin loadgen failed");
         dir
     })
     .clone()
@@ -98,32 +91,17 @@ impl ServerProcess {
     /// and waits until its /healthz answers 200.
     pub async fn webserver(redis_url: &str, args: &[&str]) -> ServerProcess {
         let addr = free_port();
-        let mut all = vec![
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--redis-url".into(),
-            redis_url.into(),
-        ];
+        let mut all = vec!["--listen".to_owned(), addr.to_string(), "--redis-url".into(), redis_url.into()];
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = ServerProcess::spawn("webserver", &all, addr, None);
         server.wait_ready(&format!("http://{addr}/healthz")).await;
         server
     }
 
-    fn spawn(
-        name: &'static str,
-        args: &[String],
-        addr: SocketAddr,
-        admin: Option<SocketAddr>,
-    ) -> ServerProcess {
+    fn spawn(name: &'static str, args: &[String], addr: SocketAddr, admin: Option<SocketAddr>) -> ServerProcess {
         let mut command = Command::new(bin_dir().join(name));
         command.args(args).env("RUST_LOG", "info");
-        ServerProcess {
-            name,
-            process: ChildProcess::spawn(name, command),
-            addr,
-            admin,
-        }
+        ServerProcess { name, process: ChildProcess::spawn(name, command), addr, admin }
     }
 
     async fn wait_ready(&mut self, url: &str) {
@@ -178,10 +156,7 @@ impl ServerProcess {
 
     /// `http://<admin><path>` (wsserver only).
     pub fn admin_url(&self, path: &str) -> String {
-        format!(
-            "http://{}{path}",
-            self.admin.expect("wsserver has an admin listener")
-        )
+        format!("http://{}{path}", self.admin.expect("wsserver has an admin listener"))
     }
 
     /// One unlabelled sample from this wsserver's /metrics.

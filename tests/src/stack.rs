@@ -94,10 +94,7 @@ struct Server {
 }
 
 impl Server {
-    fn spawn<F, E>(
-        name: &'static str,
-        run: impl FnOnce(Box<dyn Future<Output = ()> + Send + Unpin>) -> F,
-    ) -> Server
+    fn spawn<F, E>(name: &'static str, run: impl FnOnce(Box<dyn Future<Output = ()> + Send + Unpin>) -> F) -> Server
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
@@ -108,11 +105,7 @@ impl Server {
         }));
         let fut = run(shutdown);
         let task = tokio::spawn(async move { fut.await.map_err(|e| e.to_string()) });
-        Server {
-            name,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Server { name, stop: Some(stop), task: Some(task) }
     }
 
     fn is_finished(&self) -> bool {
@@ -144,10 +137,7 @@ impl Server {
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(format!("{} panicked: {join}", self.name)),
-            Err(_) => Err(format!(
-                "{} did not return within {timeout:?} of shutdown",
-                self.name
-            )),
+            Err(_) => Err(format!("{} did not return within {timeout:?} of shutdown", self.name)),
         }
     }
 }
@@ -209,10 +199,9 @@ impl Stack {
         };
         if stack.web.is_some() && stack.nginx.is_some() {
             let url = stack.front_url("/healthz");
-            let through = try_wait_until(READY_TIMEOUT, || async {
-                http::try_get(&url).await.is_ok_and(|r| r.status == 200)
-            })
-            .await;
+            let through =
+                try_wait_until(READY_TIMEOUT, || async { http::try_get(&url).await.is_ok_and(|r| r.status == 200) })
+                    .await;
             assert!(
                 through,
                 "GET /healthz through nginx never answered 200; nginx log:\n{}",
@@ -252,10 +241,7 @@ impl Stack {
 
     /// `http://<webserver><path>`, bypassing nginx.
     pub fn web_url(&self, path: &str) -> String {
-        format!(
-            "http://{}{path}",
-            self.web_addr.expect("this stack runs without webserver")
-        )
+        format!("http://{}{path}", self.web_addr.expect("this stack runs without webserver"))
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
@@ -293,39 +279,21 @@ impl Stack {
 
     /// POST /api/publish through nginx with the stack's token.
     pub async fn publish(&self, body: &serde_json::Value) -> HttpResponse {
-        http::post_json(
-            &self.front_url("/api/publish"),
-            Some(&self.token),
-            body.to_string(),
-        )
-        .await
+        http::post_json(&self.front_url("/api/publish"), Some(&self.token), body.to_string()).await
     }
 
     /// Publishes `message` to everyone on `facility` through the API and asserts a 200.
-    pub async fn publish_broadcast(
-        &self,
-        facility: &str,
-        message: &str,
-        expire: u64,
-    ) -> serde_json::Value {
+    pub async fn publish_broadcast(&self, facility: &str, message: &str, expire: u64) -> serde_json::Value {
         let body = serde_json::json!({"facility": facility, "broadcast": true, "message": message, "expire": expire});
         let response = self.publish(&body).await;
-        assert_eq!(
-            response.status, 200,
-            "publish answered {}: {}",
-            response.status, response.body
-        );
+        assert_eq!(response.status, 200, "publish answered {}: {}", response.status, response.body);
         response.json()
     }
 
     /// wsserver's /metrics text.
     pub async fn metrics(&self) -> String {
         let response = http::get(&self.admin_url("/metrics")).await;
-        assert_eq!(
-            response.status, 200,
-            "/metrics answered {}",
-            response.status
-        );
+        assert_eq!(response.status, 200, "/metrics answered {}", response.status);
         response.body
     }
 
@@ -387,9 +355,7 @@ fn drain_deadline(options: &StackOptions) -> Duration {
 
 /// Parses "250ms", "3s", "2m" (enough for the harness's own timeouts).
 fn service_duration(value: &str) -> Option<Duration> {
-    let (number, unit) = value
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((value, "s"), |i| value.split_at(i));
+    let (number, unit) = value.find(|c: char| !c.is_ascii_digit()).map_or((value, "s"), |i| value.split_at(i));
     let n: u64 = number.parse().ok()?;
     match unit {
         "ms" => Some(Duration::from_millis(n)),
@@ -400,17 +366,12 @@ fn service_duration(value: &str) -> Option<Duration> {
 }
 
 async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
 
-async fn start_wsserver(
-    redis_url: &str,
-    options: &StackOptions,
-) -> (Server, SocketAddr, SocketAddr) {
+async fn start_wsserver(redis_url: &str, options: &StackOptions) -> (Server, SocketAddr, SocketAddr) {
     start_wsserver_at(redis_url, options, None).await
 }
 
@@ -434,39 +395,22 @@ async fn start_wsserver_at(
     options: &StackOptions,
     at: Option<(SocketAddr, SocketAddr)>,
 ) -> (Server, SocketAddr, SocketAddr) {
-    let mut args = vec![
-        "wsserver".to_owned(),
-        "--redis-url".into(),
-        redis_url.into(),
-        "--prefix".into(),
-        options.prefix.clone(),
-    ];
+    let mut args =
+        vec!["wsserver".to_owned(), "--redis-url".into(), redis_url.into(), "--prefix".into(), options.prefix.clone()];
     args.extend(options.ws_args.iter().cloned());
     let config = <wsserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("wsserver flags {args:?}: {e}"));
     let (websocket, ws_addr, admin, admin_addr) = match at {
-        Some((ws_addr, admin_addr)) => (
-            bind_again(ws_addr).await,
-            ws_addr,
-            bind_again(admin_addr).await,
-            admin_addr,
-        ),
+        Some((ws_addr, admin_addr)) => (bind_again(ws_addr).await, ws_addr, bind_again(admin_addr).await, admin_addr),
         None => {
             let (websocket, ws_addr) = bind().await;
             let (admin, admin_addr) = bind().await;
             (websocket, ws_addr, admin, admin_addr)
         }
     };
-    let mut server = Server::spawn("wsserver", |shutdown| {
-        wsserver::run(config, wsserver::Listeners { websocket, admin }, shutdown)
-    });
-    server
-        .wait_ready(
-            READY_TIMEOUT,
-            "wsserver /readyz",
-            &format!("http://{admin_addr}/readyz"),
-        )
-        .await;
+    let mut server =
+        Server::spawn("wsserver", |shutdown| wsserver::run(config, wsserver::Listeners { websocket, admin }, shutdown));
+    server.wait_ready(READY_TIMEOUT, "wsserver /readyz", &format!("http://{admin_addr}/readyz")).await;
     (server, ws_addr, admin_addr)
 }
 
@@ -486,15 +430,7 @@ async fn start_webserver(redis_url: &str, options: &StackOptions) -> (Server, So
     let config = <webserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("webserver flags {args:?}: {e}"));
     let (listener, addr) = bind().await;
-    let mut server = Server::spawn("webserver", |shutdown| {
-        webserver::run(config, listener, shutdown)
-    });
-    server
-        .wait_ready(
-            READY_TIMEOUT,
-            "webserver /healthz",
-            &format!("http://{addr}/healthz"),
-        )
-        .await;
+    let mut server = Server::spawn("webserver", |shutdown| webserver::run(config, listener, shutdown));
+    server.wait_ready(READY_TIMEOUT, "webserver /healthz", &format!("http://{addr}/healthz")).await;
     (server, addr)
 }

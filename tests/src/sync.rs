@@ -26,11 +26,7 @@ pub fn is_sync_message(text: &str) -> bool {
 /// or does not get a probe within 20 s.
 pub async fn sync_clients(redis: &Redis, channel: &str, clients: &mut [WsClient]) {
     static NONCE: AtomicU64 = AtomicU64::new(0);
-    let nonce = format!(
-        "{}-{}",
-        std::process::id(),
-        NONCE.fetch_add(1, Ordering::Relaxed)
-    );
+    let nonce = format!("{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed));
     let deadline = Instant::now() + SYNC_TIMEOUT;
     let mut synced = vec![false; clients.len()];
     let mut round = 0u64;
@@ -38,11 +34,12 @@ pub async fn sync_clients(redis: &Redis, channel: &str, clients: &mut [WsClient]
     while synced.iter().any(|s| !s) {
         if Instant::now() >= deadline {
             let missing = synced.iter().filter(|s| !**s).count();
-            panic!("{missing} of {} clients never received a probe on {channel} within {SYNC_TIMEOUT:?}", clients.len());
+            panic!(
+                "{missing} of {} clients never received a probe on {channel} within {SYNC_TIMEOUT:?}",
+                clients.len()
+            );
         }
-        redis
-            .publish(channel, &format!("{PROBE_PREFIX}{nonce}:probe:{round}"))
-            .await;
+        redis.publish(channel, &format!("{PROBE_PREFIX}{nonce}:probe:{round}")).await;
         round += 1;
         // Poll the clients for this round's delivery, bounded by a growing window.
         let round_end = Instant::now() + window;
@@ -69,15 +66,11 @@ pub async fn sync_clients(redis: &Redis, channel: &str, clients: &mut [WsClient]
     redis.publish(channel, &end).await;
     for (i, client) in clients.iter_mut().enumerate() {
         loop {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(5));
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
             match client.recv(left).await {
                 Some(Event::Text(text)) if text == end => break,
                 Some(Event::Text(text)) if is_sync_message(&text) => continue,
-                Some(other) => panic!(
-                    "client {i} received {other:?} while draining the sync probes on {channel}"
-                ),
+                Some(other) => panic!("client {i} received {other:?} while draining the sync probes on {channel}"),
                 None => panic!("client {i} did not receive the sync end marker on {channel}"),
             }
         }

@@ -25,13 +25,7 @@ fn set_cookie_value(response: &HttpResponse, name: &str) -> Option<String> {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|line| {
-            line.split(';')
-                .next()?
-                .trim()
-                .strip_prefix(&format!("{name}="))
-                .map(str::to_owned)
-        })
+        .find_map(|line| line.split(';').next()?.trim().strip_prefix(&format!("{name}=")).map(str::to_owned))
 }
 
 /// The `content` of `<meta name="<name>" content="...">` in an HTML page.
@@ -50,25 +44,16 @@ impl WebSession {
         let answer = http::request(
             Method::POST,
             &format!("{base}/login"),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("cookie", &format!("crier_csrf={csrf}")),
-            ],
+            &[("content-type", "application/x-www-form-urlencoded"), ("cookie", &format!("crier_csrf={csrf}"))],
             body,
         )
         .await;
         assert_eq!(answer.status, 303, "login as {user}: {}", answer.body);
         let session = set_cookie_value(&answer, "sessionid").expect("login sets sessionid");
-        let mut me = WebSession {
-            base: base.to_owned(),
-            user: user.to_owned(),
-            session,
-            csrf: String::new(),
-        };
+        let mut me = WebSession { base: base.to_owned(), user: user.to_owned(), session, csrf: String::new() };
         let lobby = me.get("/").await;
         assert_eq!(lobby.status, 200, "GET / as {user}: {}", lobby.body);
-        me.csrf =
-            meta_content(&lobby.body, "csrf-token").expect("the lobby carries the CSRF token");
+        me.csrf = meta_content(&lobby.body, "csrf-token").expect("the lobby carries the CSRF token");
         me
     }
 
@@ -77,41 +62,22 @@ impl WebSession {
     }
 
     pub async fn get(&self, path: &str) -> HttpResponse {
-        http::request(
-            Method::GET,
-            &format!("{}{path}", self.base),
-            &[("cookie", &self.cookie())],
-            Bytes::new(),
-        )
-        .await
+        http::request(Method::GET, &format!("{}{path}", self.base), &[("cookie", &self.cookie())], Bytes::new()).await
     }
 
     /// POSTs JSON with the session's CSRF token (an empty `body` string sends no body).
     pub async fn post_json(&self, path: &str, body: &str) -> HttpResponse {
-        self.post_json_with(path, body, Some(&self.csrf.clone()), "application/json")
-            .await
+        self.post_json_with(path, body, Some(&self.csrf.clone()), "application/json").await
     }
 
     /// POSTs with a chosen CSRF token (or none) and content type.
-    pub async fn post_json_with(
-        &self,
-        path: &str,
-        body: &str,
-        csrf: Option<&str>,
-        content_type: &str,
-    ) -> HttpResponse {
+    pub async fn post_json_with(&self, path: &str, body: &str, csrf: Option<&str>, content_type: &str) -> HttpResponse {
         let cookie = self.cookie();
         let mut headers = vec![("cookie", cookie.as_str()), ("content-type", content_type)];
         if let Some(csrf) = csrf {
             headers.push(("x-csrf-token", csrf));
         }
-        http::request(
-            Method::POST,
-            &format!("{}{path}", self.base),
-            &headers,
-            body.to_owned(),
-        )
-        .await
+        http::request(Method::POST, &format!("{}{path}", self.base), &headers, body.to_owned()).await
     }
 
     /// POSTs a form (the `csrf` field is the caller's to add).
@@ -119,10 +85,7 @@ impl WebSession {
         http::request(
             Method::POST,
             &format!("{}{path}", self.base),
-            &[
-                ("cookie", &self.cookie()),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
+            &[("cookie", &self.cookie()), ("content-type", "application/x-www-form-urlencoded")],
             crate::login::form_encode(fields),
         )
         .await
@@ -135,8 +98,6 @@ impl WebSession {
 
     /// Like [`WebSession::connect`], panicking unless it upgrades.
     pub async fn open(&self, url: &str) -> WsClient {
-        self.connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("websocket {url} as {}: {e}", self.user))
+        self.connect(url).await.unwrap_or_else(|e| panic!("websocket {url} as {}: {e}", self.user))
     }
 }

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{
-    FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketWrite,
-};
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketWrite};
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::Upgraded;
@@ -52,11 +50,7 @@ pub struct HandshakeFailure {
 
 impl std::fmt::Display for HandshakeFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "handshake failed with status {}: {}",
-            self.status, self.body
-        )
+        write!(f, "handshake failed with status {}: {}", self.status, self.body)
     }
 }
 
@@ -73,10 +67,7 @@ pub struct WsOptions {
 
 impl Default for WsOptions {
     fn default() -> Self {
-        WsOptions {
-            headers: Vec::new(),
-            auto_pong: true,
-        }
+        WsOptions { headers: Vec::new(), auto_pong: true }
     }
 }
 
@@ -98,31 +89,16 @@ impl WsClient {
     }
 
     /// Opens `url` with extra request headers.
-    pub async fn connect_with_headers(
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<WsClient, HandshakeFailure> {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        WsClient::connect_with(
-            url,
-            WsOptions {
-                headers,
-                ..WsOptions::default()
-            },
-        )
-        .await
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<WsClient, HandshakeFailure> {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        WsClient::connect_with(url, WsOptions { headers, ..WsOptions::default() }).await
     }
 
     /// Opens `url` with `options`.
     pub async fn connect_with(url: &str, options: WsOptions) -> Result<WsClient, HandshakeFailure> {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(url, &options)).await {
             Ok(result) => result,
-            Err(_) => Err(transport_failure(format!(
-                "handshake with {url} timed out after {HANDSHAKE_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(transport_failure(format!("handshake with {url} timed out after {HANDSHAKE_TIMEOUT:?}"))),
         }
     }
 
@@ -138,10 +114,7 @@ impl WsClient {
     /// ended, returns the final event again (Close or Ended) at once.
     pub async fn recv(&mut self, timeout: Duration) -> Option<Event> {
         if let Some((code, reason)) = &self.closed {
-            return Some(Event::Close {
-                code: *code,
-                reason: reason.clone(),
-            });
+            return Some(Event::Close { code: *code, reason: reason.clone() });
         }
         match tokio::time::timeout(timeout, self.events.recv()).await {
             Ok(Some(event)) => Some(self.note(event)),
@@ -204,13 +177,11 @@ impl WsClient {
     }
 
     pub async fn send_text(&self, text: &str) -> Result<(), WebSocketError> {
-        self.send(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
-            .await
+        self.send(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await
     }
 
     pub async fn send_binary(&self, data: &[u8]) -> Result<(), WebSocketError> {
-        self.send(Frame::binary(Payload::Owned(data.to_vec())))
-            .await
+        self.send(Frame::binary(Payload::Owned(data.to_vec()))).await
     }
 
     /// Sends any frame (fragments, pings, raw closes).
@@ -255,36 +226,22 @@ impl Drop for WsClient {
 }
 
 fn transport_failure(body: String) -> HandshakeFailure {
-    HandshakeFailure {
-        status: 0,
-        body,
-        headers: HeaderMap::new(),
-    }
+    HandshakeFailure { status: 0, body, headers: HeaderMap::new() }
 }
 
 async fn handshake(url: &str, options: &WsOptions) -> Result<WsClient, HandshakeFailure> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| transport_failure(format!("bad url {url}: {e}")))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| transport_failure(format!("no host in {url}")))?
-        .clone();
+    let uri: Uri = url.parse().map_err(|e| transport_failure(format!("bad url {url}: {e}")))?;
+    let authority = uri.authority().ok_or_else(|| transport_failure(format!("no host in {url}")))?.clone();
     let port = authority.port_u16().unwrap_or(80);
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
 
     let stream = TcpStream::connect((authority.host(), port))
         .await
         .map_err(|e| transport_failure(format!("connect {authority}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport_failure(format!("http handshake: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| transport_failure(format!("http handshake: {e}")))?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -295,26 +252,14 @@ async fn handshake(url: &str, options: &WsOptions) -> Result<WsClient, Handshake
         .body(Empty::<Bytes>::new())
         .map_err(|e| transport_failure(format!("request: {e}")))?;
     let headers = request.headers_mut();
-    headers.insert(
-        hyper::header::HOST,
-        HeaderValue::from_str(authority.as_str()).expect("host header"),
-    );
-    headers.insert(
-        hyper::header::UPGRADE,
-        HeaderValue::from_static("websocket"),
-    );
-    headers.insert(
-        hyper::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
+    headers.insert(hyper::header::HOST, HeaderValue::from_str(authority.as_str()).expect("host header"));
+    headers.insert(hyper::header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(
         hyper::header::SEC_WEBSOCKET_KEY,
         HeaderValue::from_str(&fastwebsockets::handshake::generate_key()).expect("key header"),
     );
-    headers.insert(
-        hyper::header::SEC_WEBSOCKET_VERSION,
-        HeaderValue::from_static("13"),
-    );
+    headers.insert(hyper::header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     for (name, value) in &options.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
         headers.insert(name, HeaderValue::from_str(value).expect("header value"));
@@ -327,26 +272,15 @@ async fn handshake(url: &str, options: &WsOptions) -> Result<WsClient, Handshake
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = match tokio::time::timeout(
-            Duration::from_secs(5),
-            response.into_body().collect(),
-        )
-        .await
-        {
+        let body = match tokio::time::timeout(Duration::from_secs(5), response.into_body().collect()).await {
             Ok(Ok(collected)) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
             Ok(Err(e)) => format!("(error reading body: {e})"),
             Err(_) => "(timed out reading body)".into(),
         };
-        return Err(HandshakeFailure {
-            status,
-            body,
-            headers,
-        });
+        return Err(HandshakeFailure { status, body, headers });
     }
     let response_headers = response.headers().clone();
-    let upgraded = hyper::upgrade::on(&mut response)
-        .await
-        .map_err(|e| transport_failure(format!("upgrade: {e}")))?;
+    let upgraded = hyper::upgrade::on(&mut response).await.map_err(|e| transport_failure(format!("upgrade: {e}")))?;
 
     let ws = WebSocket::after_handshake(TokioIo::new(upgraded), Role::Client);
     let (mut read, write) = ws.split(tokio::io::split);
@@ -357,21 +291,8 @@ async fn handshake(url: &str, options: &WsOptions) -> Result<WsClient, Handshake
     let writer: Writer = Arc::new(Mutex::new(write));
     let pings = Arc::new(AtomicUsize::new(0));
     let (tx, events) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(read_loop(
-        read,
-        writer.clone(),
-        pings.clone(),
-        tx,
-        options.auto_pong,
-    ));
-    Ok(WsClient {
-        events,
-        writer,
-        reader,
-        pings,
-        response_headers,
-        closed: None,
-    })
+    let reader = tokio::spawn(read_loop(read, writer.clone(), pings.clone(), tx, options.auto_pong));
+    Ok(WsClient { events, writer, reader, pings, response_headers, closed: None })
 }
 
 async fn read_loop(

@@ -48,9 +48,7 @@ impl Drop for AuthServer {
 fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
     response
 }
 
@@ -58,9 +56,7 @@ const ANN: &str = r#"{"user":"ann","groups":["g1","g2"],"session":"s-ann"}"#;
 
 impl AuthServer {
     async fn start() -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind auth server");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind auth server");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let flaky_recovered = Arc::new(AtomicBool::new(false));
@@ -82,12 +78,7 @@ impl AuthServer {
                 });
             }
         });
-        AuthServer {
-            addr,
-            seen,
-            flaky_recovered,
-            task,
-        }
+        AuthServer { addr, seen, flaky_recovered, task }
     }
 
     fn url(&self) -> String {
@@ -108,17 +99,9 @@ async fn respond(
     seen: &Mutex<Vec<Seen>>,
     flaky_recovered: &AtomicBool,
 ) -> Response<Full<Bytes>> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+    let header = |name: &str| req.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let request = Seen {
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        path_and_query: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         cookie: header("cookie"),
         authorization: header("authorization"),
     };
@@ -137,14 +120,11 @@ async fn respond(
             tokio::time::sleep(Duration::from_secs(3)).await;
             answer(StatusCode::OK, ANN)
         }
-        Some("Bearer flaky") if flaky_recovered.load(Ordering::SeqCst) => {
-            answer(StatusCode::OK, ANN)
-        }
+        Some("Bearer flaky") if flaky_recovered.load(Ordering::SeqCst) => answer(StatusCode::OK, ANN),
         Some("Bearer flaky") => answer(StatusCode::BAD_GATEWAY, "upstream down"),
-        None if request.cookie.as_deref() == Some("sessionid=cookie-bob") => answer(
-            StatusCode::OK,
-            r#"{"user":"bob","groups":["g1"],"session":"cookie-bob"}"#,
-        ),
+        None if request.cookie.as_deref() == Some("sessionid=cookie-bob") => {
+            answer(StatusCode::OK, r#"{"user":"bob","groups":["g1"],"session":"cookie-bob"}"#)
+        }
         _ => answer(StatusCode::UNAUTHORIZED, r#"{"error":"who are you"}"#),
     }
 }
@@ -166,11 +146,9 @@ async fn start(auth: &AuthServer, extra: &[&str]) -> Stack {
 
 /// A good client still connects and is told who it is.
 async fn assert_still_serving(stack: &Stack, after: &str) {
-    let mut socket = [
-        connect(stack, "subscribe-user", &[("authorization", "Bearer ann")])
-            .await
-            .unwrap_or_else(|e| panic!("after {after}: {e}")),
-    ];
+    let mut socket = [connect(stack, "subscribe-user", &[("authorization", "Bearer ann")])
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: {e}"))];
     stack.sync("user:ann:f", &mut socket).await;
 }
 
@@ -178,19 +156,12 @@ async fn assert_still_serving(stack: &Stack, after: &str) {
 async fn callback_identity_gives_the_audiences_and_gets_cookie_and_authorization() {
     let auth = AuthServer::start().await;
     let stack = start(&auth, &["--auth-cache-ttl", "0"]).await;
-    let all =
-        "subscribe-broadcast&subscribe-user&subscribe-group&subscribe-session&publish-broadcast";
+    let all = "subscribe-broadcast&subscribe-user&subscribe-group&subscribe-session&publish-broadcast";
 
-    let mut ann = [connect(
-        &stack,
-        all,
-        &[
-            ("cookie", "sessionid=ignored; theme=dark"),
-            ("authorization", "Bearer ann"),
-        ],
-    )
-    .await
-    .expect("ann")];
+    let mut ann =
+        [connect(&stack, all, &[("cookie", "sessionid=ignored; theme=dark"), ("authorization", "Bearer ann")])
+            .await
+            .expect("ann")];
     assert_eq!(
         auth.seen(),
         [Seen {
@@ -200,90 +171,42 @@ async fn callback_identity_gives_the_audiences_and_gets_cookie_and_authorization
         }]
     );
     // The identity's user, groups and session (not the cookie's value) are subscribed.
-    for channel in [
-        "broadcast:f",
-        "user:ann:f",
-        "group:g1:f",
-        "group:g2:f",
-        "session:s-ann:f",
-    ] {
+    for channel in ["broadcast:f", "user:ann:f", "group:g1:f", "group:g2:f", "session:s-ann:f"] {
         stack.sync(channel, &mut ann).await;
     }
     assert_eq!(stack.redis.numsub("session:ignored:f").await, 0);
     // Logged in, so publish-broadcast was allowed: its frames are published.
     ann[0].send_text("hello from ann").await.expect("send");
-    let mut bob = [connect(
-        &stack,
-        "subscribe-user&subscribe-group",
-        &[("cookie", "sessionid=cookie-bob")],
-    )
-    .await
-    .expect("bob")];
-    assert_eq!(
-        auth.seen().last().map(|s| s.authorization.clone()),
-        Some(None),
-        "no Authorization to forward"
-    );
+    let mut bob =
+        [connect(&stack, "subscribe-user&subscribe-group", &[("cookie", "sessionid=cookie-bob")]).await.expect("bob")];
+    assert_eq!(auth.seen().last().map(|s| s.authorization.clone()), Some(None), "no Authorization to forward");
     stack.sync("user:bob:f", &mut bob).await;
     stack.sync("group:g1:f", &mut bob).await;
-    stack
-        .publish(&serde_json::json!({"facility": "f", "groups": ["g1"], "message": "to g1"}))
-        .await;
+    stack.publish(&serde_json::json!({"facility": "f", "groups": ["g1"], "message": "to g1"})).await;
     assert_eq!(bob[0].expect_text(RECV).await, "to g1");
-    assert_eq!(
-        stack.redis.get("broadcast:f").await.as_deref(),
-        Some("hello from ann")
-    );
+    assert_eq!(stack.redis.get("broadcast:f").await.as_deref(), Some("hello from ann"));
 
     // An anonymous identity keeps its session but may not publish (the access rules apply).
-    let mut anon = [connect(
-        &stack,
-        "subscribe-session",
-        &[("authorization", "Bearer anon")],
-    )
-    .await
-    .expect("anon")];
+    let mut anon = [connect(&stack, "subscribe-session", &[("authorization", "Bearer anon")]).await.expect("anon")];
     stack.sync("session:s-anon:f", &mut anon).await;
-    let refused = connect(
-        &stack,
-        "publish-broadcast",
-        &[("authorization", "Bearer anon")],
-    )
-    .await
-    .err()
-    .expect("anonymous publish");
+    let refused = connect(&stack, "publish-broadcast", &[("authorization", "Bearer anon")])
+        .await
+        .err()
+        .expect("anonymous publish");
     assert_eq!(refused.status, 403, "{refused}");
 
     // Crier's own session records are not consulted: the callback decides.
-    put_session(
-        &stack.redis,
-        stack.prefix(),
-        "crier-session",
-        "mallory",
-        &[],
-    )
-    .await;
-    let refused = connect(
-        &stack,
-        "subscribe-user",
-        &[("cookie", "sessionid=crier-session")],
-    )
-    .await
-    .err()
-    .expect("refused");
+    put_session(&stack.redis, stack.prefix(), "crier-session", "mallory", &[]).await;
+    let refused =
+        connect(&stack, "subscribe-user", &[("cookie", "sessionid=crier-session")]).await.err().expect("refused");
     assert_eq!(refused.status, 403, "{refused}");
     let last = auth.seen().last().cloned().expect("asked");
-    assert_eq!(
-        (last.cookie.as_deref(), last.authorization.as_deref()),
-        (Some("sessionid=crier-session"), None)
-    );
+    assert_eq!((last.cookie.as_deref(), last.authorization.as_deref()), (Some("sessionid=crier-session"), None));
 
     // Without a cache every upgrade asks again.
     let before = auth.count();
     for _ in 0..3 {
-        connect(&stack, "subscribe-user", &[("authorization", "Bearer ann")])
-            .await
-            .expect("ann again");
+        connect(&stack, "subscribe-user", &[("authorization", "Bearer ann")]).await.expect("ann again");
     }
     assert_eq!(auth.count(), before + 3);
 }
@@ -294,54 +217,24 @@ async fn callback_refusals_answer_403_and_failures_503() {
     let stack = start(&auth, &["--auth-timeout", "300ms", "--auth-cache-ttl", "0"]).await;
     // (Authorization, status, body)
     let cases = [
-        (
-            "Bearer unauthorized",
-            403,
-            "not allowed by the authentication service",
-        ),
-        (
-            "Bearer forbidden",
-            403,
-            "not allowed by the authentication service",
-        ),
+        ("Bearer unauthorized", 403, "not allowed by the authentication service"),
+        ("Bearer forbidden", 403, "not allowed by the authentication service"),
         ("Bearer colon", 403, "identity refused"),
         ("Bearer control", 403, "identity refused"),
-        (
-            "Bearer broken",
-            503,
-            "authentication service unavailable, try again later",
-        ),
-        (
-            "Bearer garbage",
-            503,
-            "authentication service unavailable, try again later",
-        ),
-        (
-            "Bearer slow",
-            503,
-            "authentication service unavailable, try again later",
-        ),
+        ("Bearer broken", 503, "authentication service unavailable, try again later"),
+        ("Bearer garbage", 503, "authentication service unavailable, try again later"),
+        ("Bearer slow", 503, "authentication service unavailable, try again later"),
     ];
     for (authorization, status, body) in cases {
         let started = Instant::now();
-        let refused = connect(
-            &stack,
-            "subscribe-broadcast",
-            &[("authorization", authorization)],
-        )
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("{authorization} was upgraded"));
+        let refused = connect(&stack, "subscribe-broadcast", &[("authorization", authorization)])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{authorization} was upgraded"));
         let took = started.elapsed();
         assert_eq!(refused.status, status, "{authorization}: {refused}");
-        assert!(
-            refused.body.trim().starts_with(body),
-            "{authorization}: {refused}"
-        );
-        assert!(
-            took < Duration::from_secs(2),
-            "{authorization}: answered after {took:?} (--auth-timeout 300ms)"
-        );
+        assert!(refused.body.trim().starts_with(body), "{authorization}: {refused}");
+        assert!(took < Duration::from_secs(2), "{authorization}: answered after {took:?} (--auth-timeout 300ms)");
         assert_still_serving(&stack, authorization).await;
     }
     assert!(stack.redis.client_count().await > 0);
@@ -354,22 +247,10 @@ async fn callback_down_answers_503() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let url = format!("http://{addr}/auth");
-    let stack = Stack::start(StackOptions::default().ws_args(&[
-        "--auth-url",
-        &url,
-        "--auth-timeout",
-        "300ms",
-    ]))
-    .await;
+    let stack = Stack::start(StackOptions::default().ws_args(&["--auth-url", &url, "--auth-timeout", "300ms"])).await;
     for _ in 0..2 {
-        let refused = connect(
-            &stack,
-            "subscribe-broadcast",
-            &[("authorization", "Bearer ann")],
-        )
-        .await
-        .err()
-        .expect("refused");
+        let refused =
+            connect(&stack, "subscribe-broadcast", &[("authorization", "Bearer ann")]).await.err().expect("refused");
         assert_eq!(refused.status, 503, "{refused}");
     }
 }
@@ -380,11 +261,7 @@ async fn callback_answers_are_cached_per_cookie_and_authorization() {
     let stack = start(&auth, &["--auth-cache-ttl", "2s"]).await;
     let ok = |headers: &'static [(&'static str, &'static str)]| {
         let stack = &stack;
-        async move {
-            connect(stack, "subscribe-user", headers)
-                .await
-                .unwrap_or_else(|e| panic!("{headers:?}: {e}"))
-        }
+        async move { connect(stack, "subscribe-user", headers).await.unwrap_or_else(|e| panic!("{headers:?}: {e}")) }
     };
     let refused = |headers: &'static [(&'static str, &'static str)]| {
         let stack = &stack;
@@ -421,16 +298,10 @@ async fn callback_answers_are_cached_per_cookie_and_authorization() {
     ok(&[("authorization", "Bearer flaky")]).await;
     ok(&[("authorization", "Bearer flaky")]).await;
     assert_eq!(auth.count(), 7);
-    assert!(
-        cached_at.elapsed() < Duration::from_secs(2),
-        "the steps above took over the 2 s TTL"
-    );
+    assert!(cached_at.elapsed() < Duration::from_secs(2), "the steps above took over the 2 s TTL");
 
     // After the TTL the callback is asked again.
-    tokio::time::sleep(
-        Duration::from_secs(2).saturating_sub(cached_at.elapsed()) + Duration::from_millis(150),
-    )
-    .await;
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(cached_at.elapsed()) + Duration::from_millis(150)).await;
     ok(&[("authorization", "Bearer ann")]).await;
     assert_eq!(auth.count(), 8, "expired after --auth-cache-ttl");
 }

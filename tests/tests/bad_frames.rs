@@ -17,11 +17,7 @@ struct Case {
 }
 
 fn case(name: &'static str, parts: &[FrameBuilder], code: u16) -> Case {
-    Case {
-        name,
-        bytes: frames(parts),
-        code,
-    }
+    Case { name, bytes: frames(parts), code }
 }
 
 fn violations() -> Vec<Case> {
@@ -30,11 +26,7 @@ fn violations() -> Vec<Case> {
     let half = vec![b'a'; MAX_MESSAGE / 2 + 1];
     vec![
         case("unmasked text frame", &[F::text(b"hi").unmasked()], 1002),
-        case(
-            "RSV1 set (no extension negotiated)",
-            &[F::text(b"hi").rsv(0x40)],
-            1002,
-        ),
+        case("RSV1 set (no extension negotiated)", &[F::text(b"hi").rsv(0x40)], 1002),
         case("RSV2 set", &[F::text(b"hi").rsv(0x20)], 1002),
         case("RSV3 set", &[F::binary(b"hi").rsv(0x10)], 1002),
         case("reserved data opcode 0x3", &[F::new(0x3, b"hi")], 1002),
@@ -44,59 +36,19 @@ fn violations() -> Vec<Case> {
         case("close with a 1-byte payload", &[F::new(0x8, &[0x03])], 1002),
         case("close code 999", &[F::close(999, b"")], 1002),
         case("close code 1004 (reserved)", &[F::close(1004, b"")], 1002),
-        case(
-            "close code 1005 (never on the wire)",
-            &[F::close(1005, b"")],
-            1002,
-        ),
-        case(
-            "close code 1006 (never on the wire)",
-            &[F::close(1006, b"")],
-            1002,
-        ),
+        case("close code 1005 (never on the wire)", &[F::close(1005, b"")], 1002),
+        case("close code 1006 (never on the wire)", &[F::close(1006, b"")], 1002),
         case("close code 2000 (unassigned)", &[F::close(2000, b"")], 1002),
         case("close code 5000", &[F::close(5000, b"")], 1002),
-        case(
-            "continuation without a message",
-            &[F::continuation(b"x")],
-            1002,
-        ),
-        case(
-            "new text message inside a fragmented one",
-            &[F::text(b"a").not_fin(), F::text(b"b")],
-            1002,
-        ),
-        case(
-            "64-bit length with the top bit set",
-            &[F::binary(b"").declared_len(1 << 63).header_only()],
-            1002,
-        ),
-        case(
-            "invalid UTF-8 in a text frame",
-            &[F::text(&[b'a', 0xff, b'b'])],
-            1007,
-        ),
+        case("continuation without a message", &[F::continuation(b"x")], 1002),
+        case("new text message inside a fragmented one", &[F::text(b"a").not_fin(), F::text(b"b")], 1002),
+        case("64-bit length with the top bit set", &[F::binary(b"").declared_len(1 << 63).header_only()], 1002),
+        case("invalid UTF-8 in a text frame", &[F::text(&[b'a', 0xff, b'b'])], 1007),
         case("overlong UTF-8 encoding", &[F::text(&[0xc0, 0xaf])], 1007),
-        case(
-            "UTF-16 surrogate encoded in UTF-8",
-            &[F::text(&[0xed, 0xa0, 0x80])],
-            1007,
-        ),
-        case(
-            "invalid UTF-8 across fragments",
-            &[F::text(&[b'a', 0xce]).not_fin(), F::continuation(&[0x28])],
-            1007,
-        ),
-        case(
-            "invalid UTF-8 in a close reason",
-            &[F::close(1000, &[0xff, 0xfe])],
-            1007,
-        ),
-        case(
-            "one frame over --max-message-size",
-            &[F::binary(&over)],
-            1009,
-        ),
+        case("UTF-16 surrogate encoded in UTF-8", &[F::text(&[0xed, 0xa0, 0x80])], 1007),
+        case("invalid UTF-8 across fragments", &[F::text(&[b'a', 0xce]).not_fin(), F::continuation(&[0x28])], 1007),
+        case("invalid UTF-8 in a close reason", &[F::close(1000, &[0xff, 0xfe])], 1007),
+        case("one frame over --max-message-size", &[F::binary(&over)], 1009),
         case(
             "declared length over the limit, payload never sent",
             &[F::binary(b"").declared_len(1 << 40).header_only()],
@@ -121,25 +73,19 @@ async fn assert_still_served(bystander: &mut WsClient, after: &str) {
 }
 
 fn stack_options() -> StackOptions {
-    StackOptions::default()
-        .without_nginx()
-        .without_webserver()
-        .ws_args(&[
-            "--echo-test-facility",
-            "echo",
-            "--max-message-size",
-            &MAX_MESSAGE.to_string(),
-        ])
+    StackOptions::default().without_nginx().without_webserver().ws_args(&[
+        "--echo-test-facility",
+        "echo",
+        "--max-message-size",
+        &MAX_MESSAGE.to_string(),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_violation_gets_its_close_code_and_others_are_still_served() {
     let stack = Stack::start(stack_options()).await;
     let mut bystander = stack.connect_direct("/ws/echo").await;
-    let errors_before = stack
-        .metric("crier_ws_protocol_errors_total")
-        .await
-        .expect("crier_ws_protocol_errors_total");
+    let errors_before = stack.metric("crier_ws_protocol_errors_total").await.expect("crier_ws_protocol_errors_total");
     let cases = violations();
     let mut wrong = Vec::new();
     for case in &cases {
@@ -156,14 +102,10 @@ async fn each_violation_gets_its_close_code_and_others_are_still_served() {
                     ));
                 }
             }
-            Ok((code, reason)) => wrong.push(format!(
-                "{}: close {code} ({reason:?}), expected {}",
-                case.name, case.code
-            )),
-            Err(e) => wrong.push(format!(
-                "{}: no close frame ({e:?}), expected {}",
-                case.name, case.code
-            )),
+            Ok((code, reason)) => {
+                wrong.push(format!("{}: close {code} ({reason:?}), expected {}", case.name, case.code))
+            }
+            Err(e) => wrong.push(format!("{}: no close frame ({e:?}), expected {}", case.name, case.code)),
         }
         assert_still_served(&mut bystander, case.name).await;
     }
@@ -174,10 +116,7 @@ async fn each_violation_gets_its_close_code_and_others_are_still_served() {
         cases.len(),
         wrong.join("\n  ")
     );
-    let errors_after = stack
-        .metric("crier_ws_protocol_errors_total")
-        .await
-        .expect("crier_ws_protocol_errors_total");
+    let errors_after = stack.metric("crier_ws_protocol_errors_total").await.expect("crier_ws_protocol_errors_total");
     assert_eq!(
         errors_after - errors_before,
         cases.len() as f64,
@@ -206,10 +145,7 @@ async fn client_close_codes_are_echoed_and_legal_frames_pass() {
     let pong = conn.read_frame(CLOSE_WAIT).await.expect("pong");
     assert_eq!((pong.opcode, pong.payload.len()), (0xA, 125), "pong");
     let text = conn.read_frame(CLOSE_WAIT).await.expect("echo");
-    assert_eq!(
-        (text.opcode, text.payload.as_slice()),
-        (0x1, "a€z".as_bytes())
-    );
+    assert_eq!((text.opcode, text.payload.as_slice()), (0x1, "a€z".as_bytes()));
     let empty = conn.read_frame(CLOSE_WAIT).await.expect("empty echo");
     assert_eq!((empty.opcode, empty.payload.len()), (0x1, 0));
     let full = conn.read_frame(CLOSE_WAIT).await.expect("max-size echo");
@@ -219,16 +155,9 @@ async fn client_close_codes_are_echoed_and_legal_frames_pass() {
         let mut conn = RawConn::websocket(stack.ws_addr(), "/ws/echo").await;
         conn.send(&F::close(code, b"bye").build()).await;
         let answer = conn.read_close(CLOSE_WAIT).await;
-        assert_eq!(
-            answer.as_ref().map(|(c, _)| *c),
-            Ok(code),
-            "close {code} is echoed"
-        );
+        assert_eq!(answer.as_ref().map(|(c, _)| *c), Ok(code), "close {code} is echoed");
         assert!(
-            matches!(
-                conn.read_to_end(CLOSE_WAIT).await,
-                Ok(Read::Eof | Read::Error(_))
-            ),
+            matches!(conn.read_to_end(CLOSE_WAIT).await, Ok(Read::Eof | Read::Error(_))),
             "connection ends after the close handshake ({code})"
         );
     }
@@ -236,22 +165,14 @@ async fn client_close_codes_are_echoed_and_legal_frames_pass() {
     let mut conn = RawConn::websocket(stack.ws_addr(), "/ws/echo").await;
     conn.send(&F::new(0x8, b"").build()).await;
     let (code, _) = conn.read_close(CLOSE_WAIT).await.expect("close answer");
-    assert!(
-        code == 1000 || code == 1005,
-        "empty close answered with {code}"
-    );
+    assert!(code == 1000 || code == 1005, "empty close answered with {code}");
 
     // The server never negotiates an extension, even when offered one, so RSV bits can never
     // be legal.
     let mut conn = RawConn::connect(stack.ws_addr()).await;
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits";
-    conn.send(crier_tests::raw::upgrade_request("/ws/echo", &[offer]).as_bytes())
-        .await;
+    conn.send(crier_tests::raw::upgrade_request("/ws/echo", &[offer]).as_bytes()).await;
     let answer = conn.read_response(CLOSE_WAIT).await.expect("101");
     assert_eq!(answer.status, 101, "{answer:?}");
-    assert_eq!(
-        answer.header("sec-websocket-extensions"),
-        None,
-        "101 must not accept an extension: {answer:?}"
-    );
+    assert_eq!(answer.header("sec-websocket-extensions"), None, "101 must not accept an extension: {answer:?}");
 }

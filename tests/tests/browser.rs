@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crier_tests::browser::{
-    add_account, artifacts_dir, chromium, require_node_modules, NodeScript,
-};
+use crier_tests::browser::{add_account, artifacts_dir, chromium, require_node_modules, NodeScript};
 use crier_tests::{Stack, StackOptions};
 
 const PASSWORD: &str = "correct horse battery";
@@ -28,11 +26,7 @@ async fn lobby_invitation_game_notice_and_reconnect_in_chromium() {
             .web_args(&["--heartbeat=--heartbeat--"]),
     )
     .await;
-    for (name, groups) in [
-        ("alice", &[][..]),
-        ("bob", &[][..]),
-        ("admin", &["admins"][..]),
-    ] {
+    for (name, groups) in [("alice", &[][..]), ("bob", &[][..]), ("admin", &["admins"][..])] {
         add_account(&stack.redis, stack.prefix(), name, PASSWORD, groups).await;
     }
 
@@ -49,10 +43,7 @@ async fn lobby_invitation_game_notice_and_reconnect_in_chromium() {
     loop {
         let request = tokio::time::timeout_at(deadline.into(), script.next_request()).await;
         match request {
-            Err(_) => panic!(
-                "the browser script ran over {SCRIPT_TIMEOUT:?}; its output:\n{}",
-                script.output()
-            ),
+            Err(_) => panic!("the browser script ran over {SCRIPT_TIMEOUT:?}; its output:\n{}", script.output()),
             Ok(None) => break,
             Ok(Some(request)) if request == "restart-wsserver" => {
                 stack.stop_wsserver().await.expect("wsserver stops cleanly");

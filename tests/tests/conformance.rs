@@ -30,9 +30,7 @@ fn autobahn_fast_subset_passes() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.code() == Some(CANNOT_INSTALL) {
-        eprintln!(
-            "NOTICE: Autobahn conformance subset SKIPPED: wstest cannot be installed here.\n{stderr}"
-        );
+        eprintln!("NOTICE: Autobahn conformance subset SKIPPED: wstest cannot be installed here.\n{stderr}");
         return;
     }
     eprintln!("{stderr}{stdout}");

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -26,20 +23,14 @@ fn target_dir(root: &Path) -> PathBuf {
 fn deployment_bundle_passes_its_checks() {
     let root = workspace_root();
     let bin_dir = target_dir(&root).join("debug");
-    if !["webserver", "wsserver"]
-        .iter()
-        .all(|b| bin_dir.join(b).is_file())
-    {
+    if !["webserver", "wsserver"].iter().all(|b| bin_dir.join(b).is_file()) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--bin", "webserver", "--bin", "wsserver"])
             .current_dir(&root)
             .status()
             .expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build --bin webserver --bin wsserver failed"
-        );
+        assert!(status.success(), "cargo build --bin webserver --bin wsserver failed");
     }
 
     let output = Command::new("bash")

@@ -29,8 +29,7 @@ async fn expect_texts(socket: &mut WsClient, expected: &[String], who: &str) {
 async fn without_echo_own_frames_never_come_back_even_ten_back_to_back() {
     let stack = Stack::start_default().await;
     sessions(&stack).await;
-    let url =
-        stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&subscribe-user&publish-user");
+    let url = stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&subscribe-user&publish-user");
     // The sender, ann's other tab (same user channel) and bob (broadcast only).
     let mut sockets = vec![
         open_with_session(&url, Some("a1")).await,
@@ -45,10 +44,7 @@ async fn without_echo_own_frames_never_come_back_even_ten_back_to_back() {
         sockets[0].send_text(message).await.expect("send");
     }
     // ann's other tab gets each one twice (broadcast, then user channel); bob once.
-    let doubled: Vec<String> = messages
-        .iter()
-        .flat_map(|m| [m.clone(), m.clone()])
-        .collect();
+    let doubled: Vec<String> = messages.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
     expect_texts(&mut sockets[1], &doubled, "ann's other tab").await;
     expect_texts(&mut sockets[2], &messages, "bob").await;
     // All 20 copies passed wsserver before this probe; the sender got none of them (sync
@@ -63,10 +59,7 @@ async fn without_echo_identical_text_from_others_still_arrives() {
     sessions(&stack).await;
     let url = stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast");
     // [ann, bob], always synced together (each one's probes reach the other too).
-    let mut both = [
-        open_with_session(&url, Some("a1")).await,
-        open_with_session(&url, Some("b1")).await,
-    ];
+    let mut both = [open_with_session(&url, Some("a1")).await, open_with_session(&url, Some("b1")).await];
     stack.sync("broadcast:chat", &mut both).await;
     const ANN: usize = 0;
     const BOB: usize = 1;
@@ -78,22 +71,10 @@ async fn without_echo_identical_text_from_others_still_arrives() {
     // The same text from bob, from the API and from a plain PUBLISH all reach ann; bob does
     // not get his own back.
     both[BOB].send_text("same").await.expect("send");
-    assert_eq!(
-        both[ANN].expect_text(RECV).await,
-        "same",
-        "bob's identical message"
-    );
+    assert_eq!(both[ANN].expect_text(RECV).await, "same", "bob's identical message");
     stack.publish_broadcast("chat", "same", 0).await;
-    assert_eq!(
-        both[ANN].expect_text(RECV).await,
-        "same",
-        "the API's identical message"
-    );
-    assert_eq!(
-        both[BOB].expect_text(RECV).await,
-        "same",
-        "the API's identical message"
-    );
+    assert_eq!(both[ANN].expect_text(RECV).await, "same", "the API's identical message");
+    assert_eq!(both[BOB].expect_text(RECV).await, "same", "the API's identical message");
     stack.redis.publish("broadcast:chat", "same").await;
     assert_eq!(both[ANN].expect_text(RECV).await, "same", "a plain PUBLISH");
     assert_eq!(both[BOB].expect_text(RECV).await, "same", "a plain PUBLISH");
@@ -115,11 +96,7 @@ async fn with_echo_own_frames_come_back_in_order() {
     let stack = Stack::start_default().await;
     sessions(&stack).await;
     let mut both = [
-        open_with_session(
-            &stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&echo"),
-            Some("a1"),
-        )
-        .await,
+        open_with_session(&stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&echo"), Some("a1")).await,
         open_with_session(&stack.ws_url("/ws/chat?subscribe-broadcast"), Some("b1")).await,
     ];
     stack.sync("broadcast:chat", &mut both).await;
@@ -136,20 +113,13 @@ async fn with_echo_own_frames_come_back_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_is_answered_and_never_published() {
     // An hour between idle heartbeats, so that every heartbeat seen here is an answer.
-    let stack = Stack::start(StackOptions::default().ws_args(&[
-        "--heartbeat=--heartbeat--",
-        "--heartbeat-interval",
-        "1h",
-    ]))
-    .await;
+    let stack =
+        Stack::start(StackOptions::default().ws_args(&["--heartbeat=--heartbeat--", "--heartbeat-interval", "1h"]))
+            .await;
     sessions(&stack).await;
     // [ann (publishes, with echo), bob]
     let mut both = [
-        open_with_session(
-            &stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&echo"),
-            Some("a1"),
-        )
-        .await,
+        open_with_session(&stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast&echo"), Some("a1")).await,
         open_with_session(&stack.ws_url("/ws/chat?subscribe-broadcast"), Some("b1")).await,
     ];
     // A socket without any flag gets its heartbeat answered too.
@@ -157,27 +127,16 @@ async fn heartbeat_is_answered_and_never_published() {
     stack.sync("broadcast:chat", &mut both).await;
 
     both[0].send_text("--heartbeat--").await.expect("send");
-    assert_eq!(
-        both[0].expect_text(RECV).await,
-        "--heartbeat--",
-        "the answer"
-    );
+    assert_eq!(both[0].expect_text(RECV).await, "--heartbeat--", "the answer");
     plain.send_text("--heartbeat--").await.expect("send");
-    assert_eq!(
-        plain.expect_text(RECV).await,
-        "--heartbeat--",
-        "the answer to a flagless socket"
-    );
+    assert_eq!(plain.expect_text(RECV).await, "--heartbeat--", "the answer to a flagless socket");
 
     // A real message after it: it is the first thing bob sees, and the first thing ann's echo
     // brings back, so the heartbeat was not published.
     both[0].send_text("real").await.expect("send");
     assert_eq!(both[1].expect_text(RECV).await, "real");
     assert_eq!(both[0].expect_text(RECV).await, "real");
-    assert_eq!(
-        stack.redis.get("broadcast:chat").await.as_deref(),
-        Some("real")
-    );
+    assert_eq!(stack.redis.get("broadcast:chat").await.as_deref(), Some("real"));
 
     // A heartbeat published by someone else (a publisher that knows no better) is filtered.
     stack.redis.publish("broadcast:chat", "--heartbeat--").await;
@@ -188,20 +147,14 @@ async fn heartbeat_is_answered_and_never_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_receive_the_heartbeat_every_interval() {
-    let stack = Stack::start(StackOptions::default().ws_args(&[
-        "--heartbeat=--heartbeat--",
-        "--heartbeat-interval",
-        "1s",
-    ]))
-    .await;
+    let stack =
+        Stack::start(StackOptions::default().ws_args(&["--heartbeat=--heartbeat--", "--heartbeat-interval", "1s"]))
+            .await;
     let mut idle = stack.connect("/ws/chat?subscribe-broadcast").await;
     let start = Instant::now();
     let mut arrivals = Vec::new();
     for _ in 0..2 {
-        let text = idle
-            .recv_text(Duration::from_millis(2500))
-            .await
-            .expect("a heartbeat within 2.5 s");
+        let text = idle.recv_text(Duration::from_millis(2500)).await.expect("a heartbeat within 2.5 s");
         assert_eq!(text, "--heartbeat--");
         arrivals.push(start.elapsed());
     }
@@ -216,23 +169,11 @@ async fn idle_sockets_receive_the_heartbeat_every_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_that_ignores_pings_is_closed_and_one_that_answers_stays() {
-    let stack = Stack::start(StackOptions::default().ws_args(&[
-        "--ping-interval",
-        "1s",
-        "--ping-timeout",
-        "500ms",
-    ]))
-    .await;
+    let stack =
+        Stack::start(StackOptions::default().ws_args(&["--ping-interval", "1s", "--ping-timeout", "500ms"])).await;
     let url = stack.ws_url("/ws/chat?subscribe-broadcast");
-    let mut deaf = WsClient::connect_with(
-        &url,
-        WsOptions {
-            auto_pong: false,
-            ..WsOptions::default()
-        },
-    )
-    .await
-    .expect("upgrade");
+    let mut deaf =
+        WsClient::connect_with(&url, WsOptions { auto_pong: false, ..WsOptions::default() }).await.expect("upgrade");
     let mut alive = [WsClient::open(&url).await];
     let started = Instant::now();
 
@@ -240,10 +181,7 @@ async fn peer_that_ignores_pings_is_closed_and_one_that_answers_stays() {
     assert_eq!((code, reason.as_str()), (1011, "no answer to ping"));
     assert!(deaf.pings_received() >= 1, "it was pinged first");
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1000),
-        "closed after {took:?}, before ping interval + timeout"
-    );
+    assert!(took >= Duration::from_millis(1000), "closed after {took:?}, before ping interval + timeout");
 
     // The one that answers has been pinged as well and still receives messages.
     let answering = &alive[0];

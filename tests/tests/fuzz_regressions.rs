@@ -26,11 +26,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
             out.push((path, bytes));
         }
     }
-    assert!(
-        !out.is_empty(),
-        "no inputs for {target} under {}",
-        fuzz.display()
-    );
+    assert!(!out.is_empty(), "no inputs for {target} under {}", fuzz.display());
     out
 }
 
@@ -46,12 +42,7 @@ fn flags_inputs() {
         };
         let flags = Flags::from_query(query);
         let canonical: Vec<String> = flags.iter().map(|f| f.name()).collect();
-        assert_eq!(
-            flags,
-            Flags::from_query(&canonical.join("&")),
-            "{}",
-            path.display()
-        );
+        assert_eq!(flags, Flags::from_query(&canonical.join("&")), "{}", path.display());
     }
 }
 
@@ -66,12 +57,7 @@ fn facility_inputs() {
                 let s = facility.as_str();
                 assert!(s.len() <= Facility::MAX_LEN, "{}", path.display());
                 assert!(!s.chars().any(char::is_control), "{}", path.display());
-                assert_eq!(
-                    Facility::parse(s).as_ref(),
-                    Ok(&facility),
-                    "{}",
-                    path.display()
-                );
+                assert_eq!(Facility::parse(s).as_ref(), Ok(&facility), "{}", path.display());
             }
         }
         let _ = Facility::parse_encoded(raw);
@@ -92,11 +78,7 @@ fn identity_inputs() {
         assert!(identity.groups.iter().all(|g| safe(g.as_str())), "{what}");
         assert!(identity.groups.windows(2).all(|w| w[0] < w[1]), "{what}");
         let json = serde_json::to_vec(&identity).expect("serialize");
-        assert_eq!(
-            Identity::from_json(&json).expect("round trip"),
-            identity,
-            "{what}"
-        );
+        assert_eq!(Identity::from_json(&json).expect("round trip"), identity, "{what}");
     }
 }
 
@@ -115,13 +97,7 @@ fn publish_request_inputs() {
         assert!((1..=PublishRequest::MAX_CHANNELS).contains(&n), "{what}");
         let unique: HashSet<&str> = publication.channels.iter().map(|c| c.as_str()).collect();
         assert_eq!(unique.len(), n, "{what}");
-        assert!(
-            publication
-                .channels
-                .iter()
-                .all(|c| c.as_str().starts_with("fz:")),
-            "{what}"
-        );
+        assert!(publication.channels.iter().all(|c| c.as_str().starts_with("fz:")), "{what}");
     }
 }
 
@@ -138,10 +114,7 @@ async fn frame_reader_inputs() {
         for _ in 0..=data.len() {
             match reader.next_message(&mut io).await {
                 Ok(Message::Text(text)) => {
-                    assert!(
-                        text.len() <= max && std::str::from_utf8(&text).is_ok(),
-                        "{what}"
-                    )
+                    assert!(text.len() <= max && std::str::from_utf8(&text).is_ok(), "{what}")
                 }
                 Ok(Message::Binary(bytes)) => assert!(bytes.len() <= max, "{what}"),
                 Ok(Message::Ping(payload)) => assert!(payload.len() <= 125, "{what}"),

@@ -28,10 +28,7 @@ async fn assert_serving(stack: &Stack) {
 }
 
 fn base() -> StackOptions {
-    StackOptions::default()
-        .without_nginx()
-        .without_webserver()
-        .ws_args(&["--echo-test-facility", "echo"])
+    StackOptions::default().without_nginx().without_webserver().ws_args(&["--echo-test-facility", "echo"])
 }
 
 /// How a connection that never completes its headers ends: the time it took, and how.
@@ -56,8 +53,7 @@ async fn slow_and_idle_header_senders_are_cut_at_the_handshake_timeout() {
     // Half a request, then nothing.
     let started = Instant::now();
     let mut half = RawConn::connect(stack.ws_addr()).await;
-    half.send(b"GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
-        .await;
+    half.send(b"GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n").await;
     let (took, how) = cut_after(&mut half, started).await;
     eprintln!("half a request: {how} after {took:?}");
     assert!(took <= HANDSHAKE_TIMEOUT + SLACK, "cut after {took:?}");
@@ -65,10 +61,8 @@ async fn slow_and_idle_header_senders_are_cut_at_the_handshake_timeout() {
     // A byte every 200 ms: dripping must not extend the deadline.
     let started = Instant::now();
     let mut drip = RawConn::connect(stack.ws_addr()).await;
-    let request = upgrade_request(
-        "/ws/echo",
-        &["X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],
-    );
+    let request =
+        upgrade_request("/ws/echo", &["X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]);
     let mut ended = None;
     for byte in request.as_bytes() {
         if drip.try_send(&[*byte]).await.is_err() {
@@ -85,20 +79,14 @@ async fn slow_and_idle_header_senders_are_cut_at_the_handshake_timeout() {
         None => cut_after(&mut drip, started).await.0,
     };
     eprintln!("dripping headers cut after {took:?}");
-    assert!(
-        took <= HANDSHAKE_TIMEOUT + SLACK,
-        "a client dripping header bytes kept its connection for {took:?}"
-    );
+    assert!(took <= HANDSHAKE_TIMEOUT + SLACK, "a client dripping header bytes kept its connection for {took:?}");
 
     // Connected, nothing sent at all.
     let started = Instant::now();
     let mut idle = RawConn::connect(stack.ws_addr()).await;
     let (took, how) = cut_after(&mut idle, started).await;
     eprintln!("idle connection: {how} after {took:?}");
-    assert!(
-        took <= HANDSHAKE_TIMEOUT + SLACK,
-        "an idle connection was kept {took:?}"
-    );
+    assert!(took <= HANDSHAKE_TIMEOUT + SLACK, "an idle connection was kept {took:?}");
 
     assert_serving(&stack).await;
 }
@@ -110,15 +98,10 @@ async fn oversized_headers_get_431() {
     let response = ask(&stack, &upgrade_request("/ws/echo", &[&huge])).await;
     assert_eq!(response.status, 431, "{response:?}");
 
-    let many: Vec<String> = (0..400)
-        .map(|i| format!("X-Many-{i}: {}", "m".repeat(40)))
-        .collect();
+    let many: Vec<String> = (0..400).map(|i| format!("X-Many-{i}: {}", "m".repeat(40))).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let response = ask(&stack, &upgrade_request("/ws/echo", &many)).await;
-    assert!(
-        response.status == 431 || response.status == 400,
-        "400 headers of 50 bytes: {response:?}"
-    );
+    assert!(response.status == 431 || response.status == 400, "400 headers of 50 bytes: {response:?}");
     assert_serving(&stack).await;
 }
 
@@ -132,16 +115,10 @@ async fn per_address_limit_refuses_with_503_and_frees_slots_on_close() {
     }
     let refused = WsClient::connect(&url).await.err().expect("4th refused");
     assert_eq!(refused.status, 503, "{refused}");
-    assert_eq!(
-        refused.body.trim(),
-        "too many connections from this address"
-    );
+    assert_eq!(refused.body.trim(), "too many connections from this address");
     let metrics = stack.metrics().await;
     assert!(
-        prometheus::sample(
-            &metrics,
-            r#"crier_ws_upgrades_refused_total{reason="full"}"#
-        ) >= Some(1.0),
+        prometheus::sample(&metrics, r#"crier_ws_upgrades_refused_total{reason="full"}"#) >= Some(1.0),
         "refusal counted as full:\n{metrics}"
     );
 
@@ -178,11 +155,9 @@ async fn global_connection_limit_refuses_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_upgrades_get_400_or_426_and_the_server_goes_on() {
     let stack = Stack::start(base()).await;
-    let bad_before = prometheus::sample(
-        &stack.metrics().await,
-        r#"crier_ws_upgrades_refused_total{reason="bad_request"}"#,
-    )
-    .expect("bad_request counter");
+    let bad_before =
+        prometheus::sample(&stack.metrics().await, r#"crier_ws_upgrades_refused_total{reason="bad_request"}"#)
+            .expect("bad_request counter");
     let head = |lines: &[&str]| {
         let mut r = String::from("GET /ws/echo HTTP/1.1\r\nHost: localhost\r\n");
         for l in lines {
@@ -198,28 +173,13 @@ async fn malformed_upgrades_get_400_or_426_and_the_server_goes_on() {
 
     let missing_key = ask(&stack, &head(&[up[0], up[1], "Sec-WebSocket-Version: 13"])).await;
     assert_eq!(missing_key.status, 400, "missing key: {missing_key:?}");
-    assert!(
-        missing_key.body.contains("Sec-WebSocket-Key"),
-        "{missing_key:?}"
-    );
+    assert!(missing_key.body.contains("Sec-WebSocket-Key"), "{missing_key:?}");
 
-    let short_key = ask(
-        &stack,
-        &head(&[
-            up[0],
-            up[1],
-            "Sec-WebSocket-Key: c2hvcnQ=",
-            "Sec-WebSocket-Version: 13",
-        ]),
-    )
-    .await;
+    let short_key =
+        ask(&stack, &head(&[up[0], up[1], "Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"])).await;
     assert_eq!(short_key.status, 400, "bad key: {short_key:?}");
 
-    let v8 = ask(
-        &stack,
-        &head(&[up[0], up[1], key, "Sec-WebSocket-Version: 8"]),
-    )
-    .await;
+    let v8 = ask(&stack, &head(&[up[0], up[1], key, "Sec-WebSocket-Version: 8"])).await;
     assert_eq!(v8.status, 426, "version 8: {v8:?}");
     assert_eq!(v8.header("sec-websocket-version"), Some("13"), "{v8:?}");
 
@@ -238,24 +198,12 @@ async fn malformed_upgrades_get_400_or_426_and_the_server_goes_on() {
     let no_upgrade = ask(&stack, &head(&[key, "Sec-WebSocket-Version: 13"])).await;
     assert_eq!(no_upgrade.status, 400, "no Upgrade header: {no_upgrade:?}");
 
-    let garbage = ask(
-        &stack,
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-    )
-    .await;
-    assert_eq!(
-        garbage.status, 400,
-        "TLS hello on the plain port: {garbage:?}"
-    );
+    let garbage = ask(&stack, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").await;
+    assert_eq!(garbage.status, 400, "TLS hello on the plain port: {garbage:?}");
 
-    let bad_after = prometheus::sample(
-        &stack.metrics().await,
-        r#"crier_ws_upgrades_refused_total{reason="bad_request"}"#,
-    )
-    .expect("bad_request counter");
-    assert!(
-        bad_after - bad_before >= 7.0,
-        "bad upgrades counted: {bad_before} → {bad_after}"
-    );
+    let bad_after =
+        prometheus::sample(&stack.metrics().await, r#"crier_ws_upgrades_refused_total{reason="bad_request"}"#)
+            .expect("bad_request counter");
+    assert!(bad_after - bad_before >= 7.0, "bad upgrades counted: {bad_before} → {bad_after}");
     assert_serving(&stack).await;
 }

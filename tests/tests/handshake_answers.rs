@@ -13,9 +13,7 @@ const RECV: Duration = Duration::from_secs(5);
 /// A good client still connects (through nginx) and receives a publication.
 async fn assert_still_serving(stack: &Stack, after: &str) {
     let mut socket = [stack.connect("/ws/alive?subscribe-broadcast").await];
-    stack
-        .sync(&stack.broadcast_channel("alive"), &mut socket)
-        .await;
+    stack.sync(&stack.broadcast_channel("alive"), &mut socket).await;
     let message = format!("still serving after {after}");
     stack.publish_broadcast("alive", &message, 0).await;
     assert_eq!(socket[0].expect_text(RECV).await, message);
@@ -46,19 +44,13 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (
             "POST",
-            request(
-                "POST /ws/chat HTTP/1.1",
-                &[UPGRADE, CONNECTION, key, VERSION, "Content-Length: 0"],
-            ),
+            request("POST /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, key, VERSION, "Content-Length: 0"]),
             400,
             "HTTP method must be a GET",
         ),
         (
             "HTTP/1.0",
-            request(
-                "GET /ws/chat HTTP/1.0",
-                &[UPGRADE, CONNECTION, key, VERSION],
-            ),
+            request("GET /ws/chat HTTP/1.0", &[UPGRADE, CONNECTION, key, VERSION]),
             400,
             "HTTP server protocol must be 1.1",
         ),
@@ -70,10 +62,7 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
         ),
         (
             "Upgrade: h2c",
-            request(
-                "GET /ws/chat HTTP/1.1",
-                &["Upgrade: h2c", CONNECTION, key, VERSION],
-            ),
+            request("GET /ws/chat HTTP/1.1", &["Upgrade: h2c", CONNECTION, key, VERSION]),
             400,
             "Client does not wish to upgrade to a websocket",
         ),
@@ -85,66 +74,38 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
         ),
         (
             "empty key",
-            request(
-                "GET /ws/chat HTTP/1.1",
-                &[UPGRADE, CONNECTION, "Sec-WebSocket-Key:", VERSION],
-            ),
+            request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, "Sec-WebSocket-Key:", VERSION]),
             400,
             "Sec-WebSocket-Key header is missing/empty",
         ),
         (
             "short key",
-            request(
-                "GET /ws/chat HTTP/1.1",
-                &[UPGRADE, CONNECTION, "Sec-WebSocket-Key: short", VERSION],
-            ),
+            request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, "Sec-WebSocket-Key: short", VERSION]),
             400,
             "Invalid key",
         ),
         (
             "key of 10 bytes",
-            request(
-                "GET /ws/chat HTTP/1.1",
-                &[
-                    UPGRADE,
-                    CONNECTION,
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZQ==",
-                    VERSION,
-                ],
-            ),
+            request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, "Sec-WebSocket-Key: dGhlIHNhbXBsZQ==", VERSION]),
             400,
             "Invalid key",
         ),
-        (
-            "no version",
-            request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, key]),
-            426,
-            "",
-        ),
+        ("no version", request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, key]), 426, ""),
         (
             "version 8",
-            request(
-                "GET /ws/chat HTTP/1.1",
-                &[UPGRADE, CONNECTION, key, "Sec-WebSocket-Version: 8"],
-            ),
+            request("GET /ws/chat HTTP/1.1", &[UPGRADE, CONNECTION, key, "Sec-WebSocket-Version: 8"]),
             426,
             "",
         ),
         (
             "control character in the facility",
-            request(
-                "GET /ws/a%01b?subscribe-broadcast HTTP/1.1",
-                &[UPGRADE, CONNECTION, key, VERSION],
-            ),
+            request("GET /ws/a%01b?subscribe-broadcast HTTP/1.1", &[UPGRADE, CONNECTION, key, VERSION]),
             400,
             "",
         ),
         (
             "facility over 200 bytes",
-            request(
-                &format!("GET {long_facility} HTTP/1.1"),
-                &[UPGRADE, CONNECTION, key, VERSION],
-            ),
+            request(&format!("GET {long_facility} HTTP/1.1"), &[UPGRADE, CONNECTION, key, VERSION]),
             400,
             "",
         ),
@@ -152,31 +113,14 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
     for (what, text, status, body) in cases {
         let mut conn = RawConn::connect(stack.ws_addr()).await;
         conn.send(text.as_bytes()).await;
-        let response = conn
-            .read_response(RECV)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: no HTTP answer: {e:?}"));
+        let response = conn.read_response(RECV).await.unwrap_or_else(|e| panic!("{what}: no HTTP answer: {e:?}"));
         assert_eq!(response.status, status, "{what}: {response:?}");
-        assert!(
-            response.body.trim().starts_with(body),
-            "{what}: body {:?}",
-            response.body
-        );
-        assert!(
-            !response.body.trim().is_empty(),
-            "{what}: the answer gives a reason"
-        );
+        assert!(response.body.trim().starts_with(body), "{what}: body {:?}", response.body);
+        assert!(!response.body.trim().is_empty(), "{what}: the answer gives a reason");
         if status == 426 {
-            assert_eq!(
-                response.header("sec-websocket-version"),
-                Some("13"),
-                "{what}: {response:?}"
-            );
+            assert_eq!(response.header("sec-websocket-version"), Some("13"), "{what}: {response:?}");
         }
-        assert!(
-            response.header("upgrade").is_none(),
-            "{what}: not upgraded: {response:?}"
-        );
+        assert!(response.header("upgrade").is_none(), "{what}: not upgraded: {response:?}");
         drop(conn);
         assert_still_serving(&stack, what).await;
     }
@@ -186,28 +130,15 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
 
     // Through nginx, too: the same answers reach the client.
     let url = stack.ws_url("/ws/chat?subscribe-broadcast");
-    let refused = WsClient::connect_with_headers(&url, &[("sec-websocket-version", "8")])
-        .await
-        .err()
-        .expect("version 8 refused");
+    let refused =
+        WsClient::connect_with_headers(&url, &[("sec-websocket-version", "8")]).await.err().expect("version 8 refused");
     assert_eq!(refused.status, 426, "{refused}");
-    assert_eq!(
-        refused
-            .headers
-            .get("sec-websocket-version")
-            .and_then(|v| v.to_str().ok()),
-        Some("13")
-    );
-    let refused = WsClient::connect_with_headers(&url, &[("sec-websocket-key", "short")])
-        .await
-        .err()
-        .expect("bad key refused");
+    assert_eq!(refused.headers.get("sec-websocket-version").and_then(|v| v.to_str().ok()), Some("13"));
+    let refused =
+        WsClient::connect_with_headers(&url, &[("sec-websocket-key", "short")]).await.err().expect("bad key refused");
     assert_eq!(refused.status, 400, "{refused}");
     assert!(refused.body.starts_with("Invalid key"), "{refused}");
-    let refused = WsClient::connect(&stack.ws_url("/ws/a%01b"))
-        .await
-        .err()
-        .expect("control character refused");
+    let refused = WsClient::connect(&stack.ws_url("/ws/a%01b")).await.err().expect("control character refused");
     assert_eq!(refused.status, 400, "{refused}");
     // Without --allowed-origins every Origin is accepted.
     WsClient::connect_with_headers(&url, &[("origin", "https://anywhere.example")])
@@ -218,19 +149,14 @@ async fn malformed_upgrades_are_answered_400_or_426_and_the_server_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_outside_the_allow_list_are_refused_with_403() {
-    let stack = Stack::start(StackOptions::default().ws_args(&[
-        "--allowed-origins",
-        "http://good.example,https://also.example",
-    ]))
+    let stack = Stack::start(
+        StackOptions::default().ws_args(&["--allowed-origins", "http://good.example,https://also.example"]),
+    )
     .await;
     let url = stack.ws_url("/ws/chat?subscribe-broadcast");
-    for origin in [
-        "https://evil.example",
-        "http://good.example:8080",
-        "https://good.example",
-        "null",
-        "http://good.example.evil",
-    ] {
+    for origin in
+        ["https://evil.example", "http://good.example:8080", "https://good.example", "null", "http://good.example.evil"]
+    {
         let refused = WsClient::connect_with_headers(&url, &[("origin", origin)])
             .await
             .err()
@@ -261,36 +187,12 @@ async fn access_rules_and_bad_identities_are_refused_with_403() {
     put_session(&stack.redis, stack.prefix(), "sa", "ann", &["g1"]).await;
     // (session cookie, query, refused flag named in the body)
     let refusals = [
-        (
-            None,
-            "subscribe-broadcast&subscribe-session",
-            "subscribe-session is not allowed for anonymous clients",
-        ),
-        (
-            None,
-            "subscribe-broadcast&echo",
-            "echo is not allowed for anonymous clients",
-        ),
-        (
-            None,
-            "publish-broadcast",
-            "publish-broadcast is not allowed for anonymous clients",
-        ),
-        (
-            Some("unknown"),
-            "subscribe-user",
-            "subscribe-user is not allowed for anonymous clients",
-        ),
-        (
-            Some("sa"),
-            "subscribe-user&subscribe-group",
-            "subscribe-group is not allowed for authenticated clients",
-        ),
-        (
-            Some("sa"),
-            "publish-session",
-            "publish-session is not allowed for authenticated clients",
-        ),
+        (None, "subscribe-broadcast&subscribe-session", "subscribe-session is not allowed for anonymous clients"),
+        (None, "subscribe-broadcast&echo", "echo is not allowed for anonymous clients"),
+        (None, "publish-broadcast", "publish-broadcast is not allowed for anonymous clients"),
+        (Some("unknown"), "subscribe-user", "subscribe-user is not allowed for anonymous clients"),
+        (Some("sa"), "subscribe-user&subscribe-group", "subscribe-group is not allowed for authenticated clients"),
+        (Some("sa"), "publish-session", "publish-session is not allowed for authenticated clients"),
     ];
     for (session, query, reason) in refusals {
         let url = stack.ws_url(&format!("/ws/chat?{query}"));
@@ -302,23 +204,19 @@ async fn access_rules_and_bad_identities_are_refused_with_403() {
         assert_eq!(refused.body.trim(), reason, "{query}");
         assert_still_serving(&stack, query).await;
     }
-    for (session, query) in [
-        (None, "subscribe-broadcast"),
-        (Some("sa"), "subscribe-user&publish-user&publish-broadcast"),
-    ] {
+    for (session, query) in
+        [(None, "subscribe-broadcast"), (Some("sa"), "subscribe-user&publish-user&publish-broadcast")]
+    {
         connect_with_session(&stack.ws_url(&format!("/ws/chat?{query}")), session)
             .await
             .unwrap_or_else(|e| panic!("{query} with {session:?}: {e}"));
     }
 
     // Presence event facilities are read-only, even for logged-in users.
-    let refused = connect_with_session(
-        &stack.ws_url("/ws/presence/lobby?publish-broadcast"),
-        Some("sa"),
-    )
-    .await
-    .err()
-    .expect("publishing to a presence facility");
+    let refused = connect_with_session(&stack.ws_url("/ws/presence/lobby?publish-broadcast"), Some("sa"))
+        .await
+        .err()
+        .expect("publishing to a presence facility");
     assert_eq!(refused.status, 403, "{refused}");
 
     // Session cookies that cannot be a key: ':' (would alias channel names), too long.
@@ -330,10 +228,7 @@ async fn access_rules_and_bad_identities_are_refused_with_403() {
             .err()
             .unwrap_or_else(|| panic!("cookie {cookie} was accepted"));
         assert_eq!(refused.status, 403, "{cookie}: {refused}");
-        assert!(
-            refused.body.contains("session cookie"),
-            "{cookie}: {refused}"
-        );
+        assert!(refused.body.contains("session cookie"), "{cookie}: {refused}");
         assert_still_serving(&stack, cookie).await;
     }
 }
@@ -345,10 +240,7 @@ async fn connection_limit_answers_503_and_frees_slots_on_close() {
     let first = WsClient::open(&url).await;
     let mut second = [WsClient::open(&url).await];
     for attempt in 0..3 {
-        let refused = WsClient::connect(&url)
-            .await
-            .err()
-            .expect("a third socket is refused");
+        let refused = WsClient::connect(&url).await.err().expect("a third socket is refused");
         assert_eq!(refused.status, 503, "attempt {attempt}: {refused}");
         assert_eq!(refused.body.trim(), "server is at its connection limit");
     }
@@ -363,10 +255,7 @@ async fn connection_limit_answers_503_and_frees_slots_on_close() {
             Ok(socket) => break socket,
             Err(e) => {
                 assert_eq!(e.status, 503, "{e}");
-                assert!(
-                    Instant::now() < deadline,
-                    "the closed socket's slot was never freed"
-                );
+                assert!(Instant::now() < deadline, "the closed socket's slot was never freed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -31,36 +31,26 @@ async fn killed_instance_clients_reconnect_through_nginx_to_the_survivor() {
     }
     sync_clients(&redis, CHANNEL, &mut clients).await;
     let on_doomed = doomed.metric("crier_ws_sockets_open").await.unwrap_or(0.0) as usize;
-    let on_survivor = survivor
-        .metric("crier_ws_sockets_open")
-        .await
-        .unwrap_or(0.0) as usize;
+    let on_survivor = survivor.metric("crier_ws_sockets_open").await.unwrap_or(0.0) as usize;
     assert_eq!(on_doomed + on_survivor, CLIENTS);
-    assert!(
-        on_doomed > 0 && on_survivor > 0,
-        "nginx did not spread the sockets: {on_doomed} and {on_survivor}"
-    );
+    assert!(on_doomed > 0 && on_survivor > 0, "nginx did not spread the sockets: {on_doomed} and {on_survivor}");
 
     doomed.kill();
 
     // The doomed instance's clients see their connection end; the others stay open.
     let mut lost = vec![false; CLIENTS];
-    wait_until(
-        Duration::from_secs(10),
-        "the killed instance's clients are disconnected",
-        || {
-            for (i, client) in clients.iter_mut().enumerate() {
-                while let Some(event) = client.try_recv() {
-                    match event {
-                        Event::Close { .. } | Event::Ended(_) => lost[i] = true,
-                        other => panic!("client {i} got {other:?}"),
-                    }
+    wait_until(Duration::from_secs(10), "the killed instance's clients are disconnected", || {
+        for (i, client) in clients.iter_mut().enumerate() {
+            while let Some(event) = client.try_recv() {
+                match event {
+                    Event::Close { .. } | Event::Ended(_) => lost[i] = true,
+                    other => panic!("client {i} got {other:?}"),
                 }
             }
-            let n = lost.iter().filter(|l| **l).count();
-            async move { n >= on_doomed }
-        },
-    )
+        }
+        let n = lost.iter().filter(|l| **l).count();
+        async move { n >= on_doomed }
+    })
     .await;
     assert_eq!(
         lost.iter().filter(|l| **l).count(),
@@ -102,11 +92,7 @@ async fn killed_instance_clients_reconnect_through_nginx_to_the_survivor() {
     let receivers = redis.publish(CHANNEL, "after the loss").await;
     assert_eq!(receivers, 1, "only the survivor subscribes now");
     for (i, client) in everyone.iter_mut().enumerate() {
-        assert_eq!(
-            client.expect_text(Duration::from_secs(5)).await,
-            "after the loss",
-            "client {i}"
-        );
+        assert_eq!(client.expect_text(Duration::from_secs(5)).await, "after the loss", "client {i}");
     }
     eprintln!(
         "{on_doomed} clients lost their instance and reconnected; {on_survivor} were never disturbed; nginx error log:\n{}",

@@ -52,16 +52,9 @@ async fn run_loadgen(args: &[String], timeout: Duration) -> Run {
     let mut loadgen = ChildProcess::spawn("loadgen", command);
     let Some(status) = loadgen.wait_exit(timeout).await else {
         loadgen.kill();
-        panic!(
-            "loadgen {args:?} did not exit within {timeout:?}\n{}",
-            loadgen.output()
-        );
+        panic!("loadgen {args:?} did not exit within {timeout:?}\n{}", loadgen.output());
     };
-    Run {
-        status,
-        stdout: loadgen.stdout(),
-        stderr: loadgen.stderr(),
-    }
+    Run { status, stdout: loadgen.stdout(), stderr: loadgen.stderr() }
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -69,27 +62,19 @@ fn args(list: &[&str]) -> Vec<String> {
 }
 
 fn num(v: &Value, field: &str) -> f64 {
-    v[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} is not a number in {v}"))
+    v[field].as_f64().unwrap_or_else(|| panic!("{field} is not a number in {v}"))
 }
 
 fn int(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is not an unsigned integer in {v}"))
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not an unsigned integer in {v}"))
 }
 
 fn text<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string in {v}"))
+    v[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {v}"))
 }
 
 fn held(p: &Value) -> bool {
-    p["held"]
-        .as_bool()
-        .unwrap_or_else(|| panic!("held is not a bool in {p}"))
+    p["held"].as_bool().unwrap_or_else(|| panic!("held is not a bool in {p}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,11 +129,7 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     ]);
     let run = run_loadgen(&run_args, OUTER_TIMEOUT).await;
     let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    assert!(
-        run.status.success(),
-        "loadgen exited with {}\n{context}",
-        run.status
-    );
+    assert!(run.status.success(), "loadgen exited with {}\n{context}", run.status);
 
     let json = std::fs::read_to_string(&json_path)
         .unwrap_or_else(|e| panic!("no JSON summary at {}: {e}\n{context}", json_path.display()));
@@ -177,10 +158,7 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     for (i, p) in phases.iter().enumerate() {
         assert_eq!(int(p, "phase"), i as u64, "phases are numbered in order");
         let kind = text(p, "kind");
-        assert!(
-            ["fixed", "search", "refine"].contains(&kind),
-            "phase {i} has kind {kind:?}"
-        );
+        assert!(["fixed", "search", "refine"].contains(&kind), "phase {i} has kind {kind:?}");
         // Host steal is reported apart from the machine's own work, never negative.
         assert!(num(p, "steal_cores") >= 0.0, "phase {i}\n{context}");
         assert!(num(p, "other_cores") >= 0.0, "phase {i}\n{context}");
@@ -189,11 +167,7 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     // The fixed phase: first, held, every delivery arrived, in order, exactly once.
     let fixed = &phases[0];
     assert_eq!(text(fixed, "kind"), "fixed", "{context}");
-    assert_eq!(
-        phases.iter().filter(|p| p["kind"] == "fixed").count(),
-        1,
-        "{context}"
-    );
+    assert_eq!(phases.iter().filter(|p| p["kind"] == "fixed").count(), 1, "{context}");
     assert_eq!(num(fixed, "rate_asked"), FIXED_RATE);
     // One second at 20/s, each publish fanned out to every client.
     assert_eq!(int(fixed, "published"), 20, "{context}");
@@ -223,28 +197,19 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     for (k, p) in search.iter().enumerate() {
         assert_eq!(num(p, "rate_asked"), expected_rate, "search step {k}");
         if k + 1 < search.len() {
-            assert!(
-                held(p),
-                "the search stepped up past a failed step\n{context}"
-            );
+            assert!(held(p), "the search stepped up past a failed step\n{context}");
         }
         expected_rate *= SEARCH_FACTOR;
     }
     let refines = phases.iter().filter(|p| p["kind"] == "refine").count();
     assert!(refines <= 2, "more than --search-refine\n{context}");
     if refines > 0 {
-        assert!(
-            search.iter().any(|p| !held(p)),
-            "refinement without a failed search step\n{context}"
-        );
+        assert!(search.iter().any(|p| !held(p)), "refinement without a failed search step\n{context}");
     }
     // Search phases come after the fixed one, refinements after the search steps.
     let kinds: Vec<&str> = phases.iter().map(|p| text(p, "kind")).collect();
     let order = |k: &str| ["fixed", "search", "refine"].iter().position(|x| *x == k);
-    assert!(
-        kinds.windows(2).all(|w| order(w[0]) <= order(w[1])),
-        "phase kinds out of order: {kinds:?}"
-    );
+    assert!(kinds.windows(2).all(|w| order(w[0]) <= order(w[1])), "phase kinds out of order: {kinds:?}");
     // A refinement lies strictly between the highest rate held before it and the lowest failed.
     for (i, p) in phases.iter().enumerate() {
         if p["kind"] != "refine" {
@@ -252,11 +217,8 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
         }
         let rate = num(p, "rate_asked");
         let before = &phases[..i];
-        let held_below = before
-            .iter()
-            .filter(|q| held(q))
-            .map(|q| num(q, "rate_asked"))
-            .fold(f64::NEG_INFINITY, f64::max);
+        let held_below =
+            before.iter().filter(|q| held(q)).map(|q| num(q, "rate_asked")).fold(f64::NEG_INFINITY, f64::max);
         let failed = before
             .iter()
             .filter(|q| !held(q) && q["kind"] != "fixed")
@@ -276,33 +238,18 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
         assert_eq!(int(p, "lost"), 0, "{p}");
         assert_eq!(int(p, "publish_errors"), 0, "{p}");
     }
-    let best = phases
-        .iter()
-        .filter(|p| held(p))
-        .map(|p| num(p, "rate_asked"))
-        .fold(f64::NEG_INFINITY, f64::max);
-    assert_eq!(
-        summary["max_lossless_rate"].as_f64(),
-        Some(best),
-        "{context}"
-    );
+    let best = phases.iter().filter(|p| held(p)).map(|p| num(p, "rate_asked")).fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(summary["max_lossless_rate"].as_f64(), Some(best), "{context}");
 
     // Latency percentiles are positive and ordered wherever something was delivered.
     for p in phases.iter().filter(|p| int(p, "received") > 0) {
         let l = &p["latency"];
-        let [p50, p90, p99, p999, max] =
-            ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"].map(|f| num(l, f));
+        let [p50, p90, p99, p999, max] = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"].map(|f| num(l, f));
         assert!(p50 > 0.0, "p50 {p50} in {p}");
-        assert!(
-            p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
-            "unordered percentiles {l}"
-        );
+        assert!(p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max, "unordered percentiles {l}");
         assert!(num(l, "mean_ms") > 0.0 && num(l, "mean_ms") <= max, "{l}");
         // The server process was sampled.
-        assert!(
-            p["server_cpu_us_per_delivery"].is_number(),
-            "no CPU per delivery in {p}"
-        );
+        assert!(p["server_cpu_us_per_delivery"].is_number(), "no CPU per delivery in {p}");
     }
 
     // The sampled server process.
@@ -324,79 +271,35 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     assert!(svg.trim_end().ends_with("</svg>"), "SVG is cut short");
 
     // The text summary on stdout (--quiet only drops the live progress on stderr).
-    assert!(
-        run.stdout
-            .contains("== loadgen: crier-e2e (broadcast via api) =="),
-        "{context}"
-    );
-    assert!(
-        run.stdout.contains(&format!(
-            "connections: {CLIENTS}/{CLIENTS} open, 0 failed, 0 ended"
-        )),
-        "{context}"
-    );
-    assert!(
-        run.stdout.contains(&format!(
-            "highest rate held without loss: {best:.1} publishes/s"
-        )),
-        "{context}"
-    );
-    assert!(
-        !run.stderr.contains("[loadgen] phase"),
-        "--quiet still printed progress\n{context}"
-    );
+    assert!(run.stdout.contains("== loadgen: crier-e2e (broadcast via api) =="), "{context}");
+    assert!(run.stdout.contains(&format!("connections: {CLIENTS}/{CLIENTS} open, 0 failed, 0 ended")), "{context}");
+    assert!(run.stdout.contains(&format!("highest rate held without loss: {best:.1} publishes/s")), "{context}");
+    assert!(!run.stderr.contains("[loadgen] phase"), "--quiet still printed progress\n{context}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_refuses_bad_arguments() {
     let token = ["--publish-token", "a-token-of-at-least-16-chars"];
     let cases: [(Vec<&str>, &str); 5] = [
+        ([&token[..], &["--rate", "10", "--search-factor", "1"]].concat(), "--search-factor must be in (1, 10]"),
         (
-            [&token[..], &["--rate", "10", "--search-factor", "1"]].concat(),
+            [&token[..], &["--search-from", "10", "--search-factor", "11"]].concat(),
             "--search-factor must be in (1, 10]",
         ),
-        (
-            [
-                &token[..],
-                &["--search-from", "10", "--search-factor", "11"],
-            ]
-            .concat(),
-            "--search-factor must be in (1, 10]",
-        ),
-        (
-            [&token[..], &["--rate", "0"]].concat(),
-            "rates must be in (0, 1000000]",
-        ),
+        ([&token[..], &["--rate", "0"]].concat(), "rates must be in (0, 1000000]"),
         (vec!["--rate", "10"], "--publish api needs --publish-token"),
         // Rejected by the argument parser itself.
-        (
-            [&token[..], &["--rate", "10", "--duration", "soon"]].concat(),
-            "--duration",
-        ),
+        ([&token[..], &["--rate", "10", "--duration", "soon"]].concat(), "--duration"),
     ];
     for (case, expected) in cases {
         let run = run_loadgen(&args(&case), Duration::from_secs(30)).await;
-        assert!(
-            !run.status.success(),
-            "loadgen {case:?} succeeded\nstdout:\n{}\nstderr:\n{}",
-            run.stdout,
-            run.stderr
-        );
-        assert_eq!(
-            run.status.code(),
-            Some(2),
-            "loadgen {case:?}: {}",
-            run.stderr
-        );
+        assert!(!run.status.success(), "loadgen {case:?} succeeded\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+        assert_eq!(run.status.code(), Some(2), "loadgen {case:?}: {}", run.stderr);
         assert!(
             run.stderr.contains(expected),
             "loadgen {case:?}: stderr does not mention {expected:?}:\n{}",
             run.stderr
         );
-        assert!(
-            run.stdout.trim().is_empty(),
-            "loadgen {case:?} printed a report:\n{}",
-            run.stdout
-        );
+        assert!(run.stdout.trim().is_empty(), "loadgen {case:?} printed a report:\n{}", run.stdout);
     }
 }

@@ -16,21 +16,11 @@ const COUNTERS: [&str; 6] = [
     "crier_ws_upgrades_refused_total",
 ];
 const GAUGES: [&str; 2] = ["crier_ws_sockets_open", "crier_ws_redis_up"];
-const REASONS: [&str; 6] = [
-    "bad_request",
-    "origin",
-    "forbidden",
-    "full",
-    "draining",
-    "unavailable",
-];
+const REASONS: [&str; 6] = ["bad_request", "origin", "forbidden", "full", "draining", "unavailable"];
 
 fn refused(text: &str, reason: &str) -> f64 {
-    prometheus::sample(
-        text,
-        &format!("crier_ws_upgrades_refused_total{{reason=\"{reason}\"}}"),
-    )
-    .unwrap_or_else(|| panic!("no refused sample for {reason}:\n{text}"))
+    prometheus::sample(text, &format!("crier_ws_upgrades_refused_total{{reason=\"{reason}\"}}"))
+        .unwrap_or_else(|| panic!("no refused sample for {reason}:\n{text}"))
 }
 
 fn value(text: &str, series: &str) -> f64 {
@@ -42,46 +32,27 @@ async fn every_series_is_exposed_with_its_type() {
     let stack = Stack::start(StackOptions::default().without_nginx().without_webserver()).await;
     let response = http::get(&stack.admin_url("/metrics")).await;
     assert_eq!(response.status, 200);
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("text/plain")),
-        "{:?}",
-        response.headers
-    );
+    assert!(response.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", response.headers);
     let text = &response.body;
     for name in COUNTERS {
-        assert_eq!(
-            prometheus::metric_type(text, name),
-            Some("counter"),
-            "{name}"
-        );
+        assert_eq!(prometheus::metric_type(text, name), Some("counter"), "{name}");
     }
     for name in GAUGES {
         assert_eq!(prometheus::metric_type(text, name), Some("gauge"), "{name}");
     }
-    assert_eq!(
-        prometheus::metric_type(text, "crier_ws_delivery_seconds"),
-        Some("histogram")
-    );
+    assert_eq!(prometheus::metric_type(text, "crier_ws_delivery_seconds"), Some("histogram"));
     for reason in REASONS {
         refused(text, reason);
     }
     assert_eq!(value(text, "crier_ws_redis_up"), 1.0);
     assert_eq!(value(text, "crier_ws_sockets_open"), 0.0);
-    for series in [
-        "crier_ws_delivery_seconds_count",
-        "crier_ws_delivery_seconds_sum",
-    ] {
+    for series in ["crier_ws_delivery_seconds_count", "crier_ws_delivery_seconds_sum"] {
         value(text, series);
     }
     value(text, r#"crier_ws_delivery_seconds_bucket{le="+Inf"}"#);
     // Every sample line parses.
     let samples = prometheus::samples(text);
-    let lines = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count();
+    let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
     assert_eq!(samples.len(), lines, "unparseable sample lines in:\n{text}");
 }
 
@@ -112,8 +83,7 @@ async fn metrics_move_with_traffic_and_refusals() {
     let mid = stack.metrics().await;
     assert_eq!(value(&mid, "crier_ws_sockets_open"), 4.0);
     assert_eq!(
-        value(&mid, "crier_ws_upgrades_accepted_total")
-            - value(&before, "crier_ws_upgrades_accepted_total"),
+        value(&mid, "crier_ws_upgrades_accepted_total") - value(&before, "crier_ws_upgrades_accepted_total"),
         4.0
     );
 
@@ -132,20 +102,15 @@ async fn metrics_move_with_traffic_and_refusals() {
     }
     let moved = stack.metrics().await;
     assert!(
-        value(&moved, "crier_ws_messages_in_total") - value(&mid, "crier_ws_messages_in_total")
-            >= 5.0,
+        value(&moved, "crier_ws_messages_in_total") - value(&mid, "crier_ws_messages_in_total") >= 5.0,
         "messages_in"
     );
     assert!(
-        value(&moved, "crier_ws_messages_out_total") - value(&mid, "crier_ws_messages_out_total")
-            >= 18.0,
+        value(&moved, "crier_ws_messages_out_total") - value(&mid, "crier_ws_messages_out_total") >= 18.0,
         "messages_out: 6 messages to 3 subscribers"
     );
     let count = value(&moved, "crier_ws_delivery_seconds_count");
-    assert!(
-        count - value(&mid, "crier_ws_delivery_seconds_count") >= 1.0,
-        "delivery histogram moved"
-    );
+    assert!(count - value(&mid, "crier_ws_delivery_seconds_count") >= 1.0, "delivery histogram moved");
     assert!(value(&moved, "crier_ws_delivery_seconds_sum") > 0.0);
     // Buckets are cumulative and end at the count.
     let buckets: Vec<f64> = prometheus::samples(&moved)
@@ -157,18 +122,12 @@ async fn metrics_move_with_traffic_and_refusals() {
     assert_eq!(buckets.last().copied(), Some(count));
 
     // Refusals by reason.
-    let bad = WsClient::connect(&stack.ws_url("/ws/a%01"))
+    let bad = WsClient::connect(&stack.ws_url("/ws/a%01")).await.err().expect("400");
+    assert_eq!(bad.status, 400);
+    let origin = WsClient::connect_with_headers(&stack.ws_url("/ws/m"), &[("origin", "https://evil.example")])
         .await
         .err()
-        .expect("400");
-    assert_eq!(bad.status, 400);
-    let origin = WsClient::connect_with_headers(
-        &stack.ws_url("/ws/m"),
-        &[("origin", "https://evil.example")],
-    )
-    .await
-    .err()
-    .expect("403");
+        .expect("403");
     assert_eq!(origin.status, 403);
     let forbidden = WsClient::connect(&stack.ws_url("/ws/presence/m?publish-broadcast"))
         .await
@@ -177,11 +136,7 @@ async fn metrics_move_with_traffic_and_refusals() {
     assert_eq!(forbidden.status, 403);
     let refusals = stack.metrics().await;
     for (reason, n) in [("bad_request", 1.0), ("origin", 1.0), ("forbidden", 1.0)] {
-        assert_eq!(
-            refused(&refusals, reason) - refused(&moved, reason),
-            n,
-            "refused{{reason={reason}}}"
-        );
+        assert_eq!(refused(&refusals, reason) - refused(&moved, reason), n, "refused{{reason={reason}}}");
     }
 
     // Sockets close: the gauge comes back down.
@@ -189,29 +144,20 @@ async fn metrics_move_with_traffic_and_refusals() {
     for s in subscribers {
         s.close().await;
     }
-    wait_until(
-        Duration::from_secs(5),
-        "crier_ws_sockets_open is 0",
-        || async { stack.metric("crier_ws_sockets_open").await == Some(0.0) },
-    )
+    wait_until(Duration::from_secs(5), "crier_ws_sockets_open is 0", || async {
+        stack.metric("crier_ws_sockets_open").await == Some(0.0)
+    })
     .await;
 
     // Redis loss and return.
     let mut stack = stack;
     stack.redis.restart().await;
-    wait_until(
-        Duration::from_secs(10),
-        "crier_ws_redis_reconnects_total moves",
-        || async {
-            stack.metric("crier_ws_redis_reconnects_total").await
-                > Some(value(&before, "crier_ws_redis_reconnects_total"))
-        },
-    )
+    wait_until(Duration::from_secs(10), "crier_ws_redis_reconnects_total moves", || async {
+        stack.metric("crier_ws_redis_reconnects_total").await > Some(value(&before, "crier_ws_redis_reconnects_total"))
+    })
     .await;
-    wait_until(
-        Duration::from_secs(10),
-        "crier_ws_redis_up is 1 again",
-        || async { stack.metric("crier_ws_redis_up").await == Some(1.0) },
-    )
+    wait_until(Duration::from_secs(10), "crier_ws_redis_up is 1 again", || async {
+        stack.metric("crier_ws_redis_up").await == Some(1.0)
+    })
     .await;
 }

@@ -31,14 +31,8 @@ async fn bad_facilities_are_refused_with_400_on_the_websocket() {
     let mut wrong = Vec::new();
     for (what, facility) in &refused {
         for (via, url) in [
-            (
-                "direct",
-                stack.direct_ws_url(&format!("/ws/{facility}?subscribe-broadcast")),
-            ),
-            (
-                "nginx",
-                stack.ws_url(&format!("/ws/{facility}?subscribe-broadcast")),
-            ),
+            ("direct", stack.direct_ws_url(&format!("/ws/{facility}?subscribe-broadcast"))),
+            ("nginx", stack.ws_url(&format!("/ws/{facility}?subscribe-broadcast"))),
         ] {
             match WsClient::connect(&url).await {
                 Ok(_) => wrong.push(format!("{what} ({via}): upgraded")),
@@ -47,37 +41,20 @@ async fn bad_facilities_are_refused_with_400_on_the_websocket() {
             }
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "bad facilities not refused with 400:\n  {}",
-        wrong.join("\n  ")
-    );
+    assert!(wrong.is_empty(), "bad facilities not refused with 400:\n  {}", wrong.join("\n  "));
 
     // The limits are exact: 200 bytes, printable non-ASCII and spaces are fine.
-    let ok = [
-        "a".repeat(MAX_FACILITY),
-        "%C3%A9".repeat(MAX_FACILITY / 2),
-        "a%20b".to_owned(),
-        "room/42/".to_owned(),
-    ];
+    let ok = ["a".repeat(MAX_FACILITY), "%C3%A9".repeat(MAX_FACILITY / 2), "a%20b".to_owned(), "room/42/".to_owned()];
     for facility in &ok {
-        let mut ws = [stack
-            .connect(&format!("/ws/{facility}?subscribe-broadcast"))
-            .await];
+        let mut ws = [stack.connect(&format!("/ws/{facility}?subscribe-broadcast")).await];
         let decoded = percent_decode(facility);
-        stack
-            .sync(&stack.broadcast_channel(&decoded), &mut ws)
-            .await;
+        stack.sync(&stack.broadcast_channel(&decoded), &mut ws).await;
     }
 
     // A raw control byte in the request line never reaches the facility parser.
     let mut conn = RawConn::connect(stack.ws_addr()).await;
-    conn.send(crier_tests::raw::upgrade_request("/ws/a\x01b", &[]).as_bytes())
-        .await;
-    let answer = conn
-        .read_response(std::time::Duration::from_secs(5))
-        .await
-        .expect("an answer");
+    conn.send(crier_tests::raw::upgrade_request("/ws/a\x01b", &[]).as_bytes()).await;
+    let answer = conn.read_response(std::time::Duration::from_secs(5)).await.expect("an answer");
     assert_eq!(answer.status, 400, "raw control byte: {answer:?}");
 }
 
@@ -101,42 +78,19 @@ fn percent_decode(s: &str) -> String {
 async fn bad_names_are_refused_with_400_by_the_publish_api() {
     let stack = Stack::start_default().await;
     let mut socket = [stack.connect("/ws/chat?subscribe-broadcast").await];
-    stack
-        .sync(&stack.broadcast_channel("chat"), &mut socket)
-        .await;
+    stack.sync(&stack.broadcast_channel("chat"), &mut socket).await;
     let bodies = [
-        (
-            "facility with a control character",
-            json!({"facility": "a\u{1}b", "broadcast": true, "message": "x"}),
-        ),
-        (
-            "facility with a newline",
-            json!({"facility": "a\nb", "broadcast": true, "message": "x"}),
-        ),
+        ("facility with a control character", json!({"facility": "a\u{1}b", "broadcast": true, "message": "x"})),
+        ("facility with a newline", json!({"facility": "a\nb", "broadcast": true, "message": "x"})),
         (
             "facility over 200 bytes",
             json!({"facility": "f".repeat(MAX_FACILITY + 1), "broadcast": true, "message": "x"}),
         ),
-        (
-            "user with ':'",
-            json!({"facility": "chat", "users": ["ann:admin"], "message": "x"}),
-        ),
-        (
-            "group with ':'",
-            json!({"facility": "chat", "groups": ["a:b"], "message": "x"}),
-        ),
-        (
-            "session key with ':'",
-            json!({"facility": "chat", "sessions": ["k:1"], "message": "x"}),
-        ),
-        (
-            "user with a control character",
-            json!({"facility": "chat", "users": ["ann\u{0}"], "message": "x"}),
-        ),
-        (
-            "empty user",
-            json!({"facility": "chat", "users": [""], "message": "x"}),
-        ),
+        ("user with ':'", json!({"facility": "chat", "users": ["ann:admin"], "message": "x"})),
+        ("group with ':'", json!({"facility": "chat", "groups": ["a:b"], "message": "x"})),
+        ("session key with ':'", json!({"facility": "chat", "sessions": ["k:1"], "message": "x"})),
+        ("user with a control character", json!({"facility": "chat", "users": ["ann\u{0}"], "message": "x"})),
+        ("empty user", json!({"facility": "chat", "users": [""], "message": "x"})),
     ];
     let mut wrong = Vec::new();
     for (what, body) in &bodies {
@@ -149,30 +103,16 @@ async fn bad_names_are_refused_with_400_by_the_publish_api() {
             wrong.push(format!("{what}: {} {}", response.status, response.body));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "bad names not refused with 400:\n  {}",
-        wrong.join("\n  ")
-    );
+    assert!(wrong.is_empty(), "bad names not refused with 400:\n  {}", wrong.join("\n  "));
 
     // Nothing was published meanwhile.
     stack.publish_broadcast("chat", "valid", 0).await;
-    assert_eq!(
-        socket[0]
-            .expect_text(std::time::Duration::from_secs(5))
-            .await,
-        "valid"
-    );
+    assert_eq!(socket[0].expect_text(std::time::Duration::from_secs(5)).await, "valid");
     let long_ok = http::post_json(
         &stack.front_url("/api/publish"),
         Some(stack.publish_token()),
-        json!({"facility": "f".repeat(MAX_FACILITY), "broadcast": true, "message": "x"})
-            .to_string(),
+        json!({"facility": "f".repeat(MAX_FACILITY), "broadcast": true, "message": "x"}).to_string(),
     )
     .await;
-    assert_eq!(
-        long_ok.status, 200,
-        "a 200-byte facility is fine: {}",
-        long_ok.body
-    );
+    assert_eq!(long_ok.status, 200, "a 200-byte facility is fine: {}", long_ok.body);
 }

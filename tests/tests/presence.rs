@@ -17,8 +17,7 @@ const RECV: Duration = Duration::from_secs(5);
 
 async fn next_event(watcher: &mut WsClient) -> Value {
     let text = watcher.expect_text(RECV).await;
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("presence event is not JSON ({e}): {text}"))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("presence event is not JSON ({e}): {text}"))
 }
 
 fn event(kind: &str, user: &str) -> Value {
@@ -44,23 +43,15 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     for (key, user) in [("sa1", "ann"), ("sa2", "ann"), ("sb", "bob")] {
         put_session(&stack.redis, stack.prefix(), key, user, &[]).await;
     }
-    let mut watcher = [stack
-        .connect("/ws/presence/lobby?subscribe-broadcast")
-        .await];
+    let mut watcher = [stack.connect("/ws/presence/lobby?subscribe-broadcast").await];
     stack.sync("broadcast:presence/lobby", &mut watcher).await;
     let [watcher] = &mut watcher;
-    assert_eq!(
-        users(&stack, "lobby").await,
-        json!({"facility": "lobby", "users": []})
-    );
+    assert_eq!(users(&stack, "lobby").await, json!({"facility": "lobby", "users": []}));
 
     let lobby = stack.ws_url("/ws/lobby");
     let ann1 = open_with_session(&lobby, Some("sa1")).await;
     assert_eq!(next_event(watcher).await, event("join", "ann"));
-    assert_eq!(
-        users(&stack, "lobby").await,
-        json!({"facility": "lobby", "users": ["ann"]})
-    );
+    assert_eq!(users(&stack, "lobby").await, json!({"facility": "lobby", "users": ["ann"]}));
 
     // ann's second socket, an anonymous one and ann elsewhere: no event; bob's join is next.
     let ann2 = open_with_session(&stack.ws_url("/ws/lobby?subscribe-broadcast"), Some("sa2")).await;
@@ -68,14 +59,8 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     let elsewhere = open_with_session(&stack.ws_url("/ws/other"), Some("sa1")).await;
     let bob = open_with_session(&lobby, Some("sb")).await;
     assert_eq!(next_event(watcher).await, event("join", "bob"));
-    assert_eq!(
-        users(&stack, "lobby").await,
-        json!({"facility": "lobby", "users": ["ann", "bob"]})
-    );
-    assert_eq!(
-        users(&stack, "other").await,
-        json!({"facility": "other", "users": []})
-    );
+    assert_eq!(users(&stack, "lobby").await, json!({"facility": "lobby", "users": ["ann", "bob"]}));
+    assert_eq!(users(&stack, "other").await, json!({"facility": "other", "users": []}));
 
     // Logged-in users may ask too; anybody else may not.
     let response = http::request(
@@ -87,18 +72,10 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.json()["users"], json!(["ann", "bob"]));
-    for headers in [
-        vec![],
-        vec![("authorization", "Bearer wrong-token")],
-        vec![("cookie", "sessionid=not-a-session")],
-    ] {
-        let response = http::request(
-            Method::GET,
-            &stack.front_url("/api/presence/lobby"),
-            &headers,
-            Bytes::new(),
-        )
-        .await;
+    for headers in [vec![], vec![("authorization", "Bearer wrong-token")], vec![("cookie", "sessionid=not-a-session")]]
+    {
+        let response =
+            http::request(Method::GET, &stack.front_url("/api/presence/lobby"), &headers, Bytes::new()).await;
         assert_eq!(response.status, 401, "{headers:?}: {}", response.body);
     }
 
@@ -108,15 +85,9 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     drop(elsewhere);
     ann2.close().await;
     assert_eq!(next_event(watcher).await, event("leave", "ann"));
-    assert_eq!(
-        users(&stack, "lobby").await,
-        json!({"facility": "lobby", "users": ["bob"]})
-    );
+    assert_eq!(users(&stack, "lobby").await, json!({"facility": "lobby", "users": ["bob"]}));
     // A dropped connection counts as leaving.
     bob.abort();
     assert_eq!(next_event(watcher).await, event("leave", "bob"));
-    assert_eq!(
-        users(&stack, "lobby").await,
-        json!({"facility": "lobby", "users": []})
-    );
+    assert_eq!(users(&stack, "lobby").await, json!({"facility": "lobby", "users": []}));
 }

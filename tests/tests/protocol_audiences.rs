@@ -33,30 +33,18 @@ const NAMES: [&str; 6] = [
 /// Publishes a marker on the broadcast channel and checks, for every socket, that it received
 /// `message` exactly once before the marker when it is in `targets`, and nothing but the marker
 /// otherwise.
-async fn assert_reached(
-    stack: &Stack,
-    sockets: &mut [WsClient],
-    what: &str,
-    message: &str,
-    targets: &[usize],
-) {
+async fn assert_reached(stack: &Stack, sockets: &mut [WsClient], what: &str, message: &str, targets: &[usize]) {
     let marker = format!("marker after {message}");
-    stack
-        .redis
-        .publish(&stack.broadcast_channel("room"), &marker)
-        .await;
+    stack.redis.publish(&stack.broadcast_channel("room"), &marker).await;
     for (i, socket) in sockets.iter_mut().enumerate() {
-        let first = socket.recv_text(RECV).await.unwrap_or_else(|| {
-            panic!("{what}: {} received nothing, not even the marker", NAMES[i])
-        });
+        let first = socket
+            .recv_text(RECV)
+            .await
+            .unwrap_or_else(|| panic!("{what}: {} received nothing, not even the marker", NAMES[i]));
         if targets.contains(&i) {
             assert_eq!(first, message, "{what}: {} is addressed", NAMES[i]);
             let second = socket.expect_text(RECV).await;
-            assert_eq!(
-                second, marker,
-                "{what}: {} must get {message:?} exactly once",
-                NAMES[i]
-            );
+            assert_eq!(second, marker, "{what}: {} must get {message:?} exactly once", NAMES[i]);
         } else {
             assert_eq!(first, marker, "{what}: {} is not addressed", NAMES[i]);
         }
@@ -72,14 +60,7 @@ async fn matrix_stack() -> (Stack, Vec<WsClient>) {
 
     let url = stack.ws_url(&format!("/ws/room?{FLAGS}"));
     let mut sockets = Vec::new();
-    for session in [
-        Some("sa1"),
-        Some("sa2"),
-        Some("sb"),
-        Some("sb"),
-        Some("sx"),
-        None,
-    ] {
+    for session in [Some("sa1"), Some("sa2"), Some("sb"), Some("sb"), Some("sx"), None] {
         sockets.push(open_with_session(&url, session).await);
     }
     // Every channel subscribed before anything is published.
@@ -97,58 +78,18 @@ async fn matrix_stack() -> (Stack, Vec<WsClient>) {
 /// (audience fields of the publish body, the channels they name, the sockets addressed).
 fn publications() -> Vec<(serde_json::Value, Vec<&'static str>, Vec<usize>)> {
     vec![
-        (
-            json!({"broadcast": true}),
-            vec!["px:broadcast:room"],
-            vec![0, 1, 2, 3, 4, 5],
-        ),
-        (
-            json!({"users": ["ann"]}),
-            vec!["px:user:ann:room"],
-            vec![0, 1],
-        ),
-        (
-            json!({"users": ["bob"]}),
-            vec!["px:user:bob:room"],
-            vec![2, 3],
-        ),
-        (
-            json!({"groups": ["staff"]}),
-            vec!["px:group:staff:room"],
-            vec![0, 1],
-        ),
-        (
-            json!({"sessions": ["sa1"]}),
-            vec!["px:session:sa1:room"],
-            vec![0],
-        ),
-        (
-            json!({"sessions": ["sa2"]}),
-            vec!["px:session:sa2:room"],
-            vec![1],
-        ),
-        (
-            json!({"sessions": ["sb"]}),
-            vec!["px:session:sb:room"],
-            vec![2, 3],
-        ),
-        (
-            json!({"sessions": ["sx"]}),
-            vec!["px:session:sx:room"],
-            vec![4],
-        ),
-        (
-            json!({"users": ["ann", "bob"]}),
-            vec!["px:user:ann:room", "px:user:bob:room"],
-            vec![0, 1, 2, 3],
-        ),
+        (json!({"broadcast": true}), vec!["px:broadcast:room"], vec![0, 1, 2, 3, 4, 5]),
+        (json!({"users": ["ann"]}), vec!["px:user:ann:room"], vec![0, 1]),
+        (json!({"users": ["bob"]}), vec!["px:user:bob:room"], vec![2, 3]),
+        (json!({"groups": ["staff"]}), vec!["px:group:staff:room"], vec![0, 1]),
+        (json!({"sessions": ["sa1"]}), vec!["px:session:sa1:room"], vec![0]),
+        (json!({"sessions": ["sa2"]}), vec!["px:session:sa2:room"], vec![1]),
+        (json!({"sessions": ["sb"]}), vec!["px:session:sb:room"], vec![2, 3]),
+        (json!({"sessions": ["sx"]}), vec!["px:session:sx:room"], vec![4]),
+        (json!({"users": ["ann", "bob"]}), vec!["px:user:ann:room", "px:user:bob:room"], vec![0, 1, 2, 3]),
         (
             json!({"users": ["carol"], "groups": ["nobody"], "sessions": ["zz"]}),
-            vec![
-                "px:group:nobody:room",
-                "px:user:carol:room",
-                "px:session:zz:room",
-            ],
+            vec!["px:group:nobody:room", "px:user:carol:room", "px:session:zz:room"],
             vec![],
         ),
     ]
@@ -171,35 +112,20 @@ async fn api_publish_reaches_exactly_its_audience() {
             .iter()
             .filter(|c| !c.contains(":carol:") && !c.contains(":nobody:") && !c.contains(":zz:"))
             .count();
-        assert_eq!(
-            answer["receivers"], subscribed,
-            "one wsserver subscription per channel: {audience}: {answer}"
-        );
-        assert_reached(
-            &stack,
-            &mut sockets,
-            &audience.to_string(),
-            &message,
-            &targets,
-        )
-        .await;
+        assert_eq!(answer["receivers"], subscribed, "one wsserver subscription per channel: {audience}: {answer}");
+        assert_reached(&stack, &mut sockets, &audience.to_string(), &message, &targets).await;
     }
 
     // The same audiences on another facility reach nobody here.
-    for audience in [
-        json!({"broadcast": true}),
-        json!({"users": ["ann"], "groups": ["staff"], "sessions": ["sa1", "sb", "sx"]}),
-    ] {
+    for audience in
+        [json!({"broadcast": true}), json!({"users": ["ann"], "groups": ["staff"], "sessions": ["sa1", "sb", "sx"]})]
+    {
         let mut body = audience.clone();
         body["facility"] = json!("other");
         body["message"] = json!("elsewhere");
         let response = stack.publish(&body).await;
         assert_eq!(response.status, 200, "{}", response.body);
-        assert_eq!(
-            response.json()["receivers"],
-            0,
-            "{audience} on facility other"
-        );
+        assert_eq!(response.json()["receivers"], 0, "{audience} on facility other");
         assert_reached(&stack, &mut sockets, "facility other", "elsewhere", &[]).await;
     }
 }
@@ -221,11 +147,7 @@ async fn plain_redis_publish_on_ws4redis_channels_reaches_exactly_its_audience()
             } else {
                 vec![]
             };
-            assert_eq!(
-                receivers,
-                i64::from(!expected.is_empty()),
-                "PUBLISH {channel} ({audience})"
-            );
+            assert_eq!(receivers, i64::from(!expected.is_empty()), "PUBLISH {channel} ({audience})");
             assert_reached(&stack, &mut sockets, channel, &message, &expected).await;
         }
     }
@@ -238,11 +160,7 @@ async fn plain_redis_publish_on_ws4redis_channels_reaches_exactly_its_audience()
         "px:group:staff:",
         "px:session:sa1:Room",
     ] {
-        assert_eq!(
-            stack.redis.publish(channel, "near miss").await,
-            0,
-            "{channel}"
-        );
+        assert_eq!(stack.redis.publish(channel, "near miss").await, 0, "{channel}");
         assert_reached(&stack, &mut sockets, channel, "near miss", &[]).await;
     }
 }
@@ -254,19 +172,14 @@ async fn flags_are_trimmed_case_insensitive_query_keys_and_the_facility_is_verba
     // case-insensitive, the path percent-decoded.
     let mut slashed = vec![
         stack.connect("/ws/a/b/?Subscribe-Broadcast=1&bogus").await,
-        stack
-            .connect("/ws/a/b/?%20SUBSCRIBE-broadcast%20=no&echo=0")
-            .await,
-        stack
-            .connect("/ws/a%2Fb%2F?bogus=subscribe-user&subscribe-broadcast")
-            .await,
+        stack.connect("/ws/a/b/?%20SUBSCRIBE-broadcast%20=no&echo=0").await,
+        stack.connect("/ws/a%2Fb%2F?bogus=subscribe-user&subscribe-broadcast").await,
     ];
     let mut plain = [stack.connect("/ws/a/b?subscribe-broadcast").await];
     let mut accented = [stack.connect("/ws/caf%C3%A9?subscribe-broadcast").await];
     // No recognised flag: a valid socket that subscribes to nothing.
-    let mut flagless = stack
-        .connect("/ws/a/b/?bogus&subscribe&broadcast&subscribe-everyone&=subscribe-broadcast")
-        .await;
+    let mut flagless =
+        stack.connect("/ws/a/b/?bogus&subscribe&broadcast&subscribe-everyone&=subscribe-broadcast").await;
 
     assert_eq!(stack.broadcast_channel("a/b/"), "broadcast:a/b/");
     stack.sync("broadcast:a/b/", &mut slashed).await;
@@ -278,21 +191,13 @@ async fn flags_are_trimmed_case_insensitive_query_keys_and_the_facility_is_verba
     stack.publish_broadcast("a/b", "to a/b", 0).await;
     stack.publish_broadcast("café", "to café", 0).await;
     for (i, socket) in slashed.iter_mut().enumerate() {
-        assert_eq!(
-            socket.expect_text(RECV).await,
-            "to a/b/",
-            "socket {i} on a/b/"
-        );
+        assert_eq!(socket.expect_text(RECV).await, "to a/b/", "socket {i} on a/b/");
     }
     // Order is kept per socket, so had "to a/b/" reached it, it would come first.
     assert_eq!(plain[0].expect_text(RECV).await, "to a/b");
     assert_eq!(accented[0].expect_text(RECV).await, "to café");
     flagless.expect_silence(QUIET).await;
-    for socket in slashed
-        .iter_mut()
-        .chain(plain.iter_mut())
-        .chain(accented.iter_mut())
-    {
+    for socket in slashed.iter_mut().chain(plain.iter_mut()).chain(accented.iter_mut()) {
         socket.expect_silence(Duration::from_millis(50)).await;
     }
 }

@@ -14,11 +14,7 @@ const SLACK: Duration = Duration::from_secs(2);
 
 fn exit_ok(status: Option<std::process::ExitStatus>, server: &ServerProcess, what: &str) {
     match status {
-        Some(s) => assert!(
-            s.success(),
-            "{what} exited with {s}; output:\n{}",
-            server.output()
-        ),
+        Some(s) => assert!(s.success(), "{what} exited with {s}; output:\n{}", server.output()),
         None => panic!("{what} did not exit in time; output:\n{}", server.output()),
     }
 }
@@ -29,8 +25,7 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut ws = ServerProcess::wsserver(&redis.url(), &["--drain-deadline", "3s"]).await;
     let mut clients = Vec::new();
     for _ in 0..20 {
-        clients
-            .push(WsClient::open(&format!("ws://{}/ws/chat?subscribe-broadcast", ws.addr)).await);
+        clients.push(WsClient::open(&format!("ws://{}/ws/chat?subscribe-broadcast", ws.addr)).await);
     }
     sync_clients(&redis, "broadcast:chat", &mut clients).await;
     // A client that never answers the close handshake (and never reads).
@@ -50,25 +45,16 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     assert!(took <= DRAIN + SLACK, "exit took {took:?}");
 
     // The mute client still finds the close frame in its buffer, then the end.
-    assert_eq!(
-        mute.read_close(Duration::from_secs(2))
-            .await
-            .map(|(c, _)| c),
-        Ok(1001)
-    );
+    assert_eq!(mute.read_close(Duration::from_secs(2)).await.map(|(c, _)| c), Ok(1001));
     // Nothing listens any more.
-    assert!(
-        tokio::net::TcpStream::connect(ws.addr).await.is_err(),
-        "the websocket port still accepts after exit"
-    );
+    assert!(tokio::net::TcpStream::connect(ws.addr).await.is_err(), "the websocket port still accepts after exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written() {
     let redis = Redis::start().await;
     let mut ws = ServerProcess::wsserver(&redis.url(), &["--drain-deadline", "3s"]).await;
-    let mut attentive =
-        [WsClient::open(&format!("ws://{}/ws/flood?subscribe-broadcast", ws.addr)).await];
+    let mut attentive = [WsClient::open(&format!("ws://{}/ws/flood?subscribe-broadcast", ws.addr)).await];
     // A stuck client: subscribed, small receive buffer, never reads. Its writer blocks once the
     // kernel buffers are full, so its close frame can never be sent.
     let mut stuck = RawConn::connect_with_small_buffer(ws.addr, 4096).await;
@@ -80,13 +66,7 @@ async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written
         redis.publish("broadcast:flood", &big).await;
     }
     for _ in 0..40 {
-        assert_eq!(
-            attentive[0]
-                .expect_text(Duration::from_secs(10))
-                .await
-                .len(),
-            big.len()
-        );
+        assert_eq!(attentive[0].expect_text(Duration::from_secs(10)).await.len(), big.len());
     }
 
     let sent = Instant::now();
@@ -97,10 +77,7 @@ async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written
     let took = sent.elapsed();
     exit_ok(status, &ws, "wsserver with a stuck socket after SIGTERM");
     eprintln!("wsserver with a stuck socket exited {took:?} after SIGTERM (deadline {DRAIN:?})");
-    assert!(
-        took <= DRAIN + SLACK,
-        "exit took {took:?} with --drain-deadline {DRAIN:?}"
-    );
+    assert!(took <= DRAIN + SLACK, "exit took {took:?} with --drain-deadline {DRAIN:?}");
     // The stuck client's connection is gone (possibly reset, with data unsent).
     match stuck.read_to_end(Duration::from_secs(10)).await {
         Ok(Read::Eof | Read::Error(_)) => {}
@@ -112,11 +89,7 @@ async fn sigterm_exits_within_the_drain_deadline_when_a_socket_cannot_be_written
 async fn webserver_finishes_a_request_in_flight_after_sigterm_and_exits_0() {
     let redis = Redis::start().await;
     let token = "shutdown-test-token-0123456789";
-    let mut web = ServerProcess::webserver(
-        &redis.url(),
-        &["--publish-token", token, "--drain-deadline", "5s"],
-    )
-    .await;
+    let mut web = ServerProcess::webserver(&redis.url(), &["--publish-token", token, "--drain-deadline", "5s"]).await;
 
     let body = br#"{"facility": "chat", "broadcast": true, "message": "finished after SIGTERM", "expire": 60}"#;
     let (first, rest) = body.split_at(body.len() / 2);
@@ -128,10 +101,7 @@ async fn webserver_finishes_a_request_in_flight_after_sigterm_and_exits_0() {
     );
     conn.send(head.as_bytes()).await;
     // 100 Continue: the handler runs and is reading the body; the request is in flight.
-    let cont = conn
-        .read_response(Duration::from_secs(5))
-        .await
-        .expect("100 Continue");
+    let cont = conn.read_response(Duration::from_secs(5)).await.expect("100 Continue");
     assert_eq!(cont.status, 100, "{cont:?}");
     conn.send(first).await;
 
@@ -139,29 +109,18 @@ async fn webserver_finishes_a_request_in_flight_after_sigterm_and_exits_0() {
     web.signal("TERM");
     // Shutdown has begun once the listener is gone.
     let addr = web.addr;
-    wait_until(
-        Duration::from_secs(5),
-        "webserver stops accepting after SIGTERM",
-        || async { tokio::net::TcpStream::connect(addr).await.is_err() },
-    )
+    wait_until(Duration::from_secs(5), "webserver stops accepting after SIGTERM", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
     .await;
-    assert!(
-        !web.has_exited(),
-        "webserver exited with a request in flight"
-    );
+    assert!(!web.has_exited(), "webserver exited with a request in flight");
 
     conn.send(rest).await;
-    let response = conn
-        .read_response(Duration::from_secs(5))
-        .await
-        .expect("an answer to the request in flight");
+    let response = conn.read_response(Duration::from_secs(5)).await.expect("an answer to the request in flight");
     assert_eq!(response.status, 200, "{response:?}");
     let json: serde_json::Value = serde_json::from_str(&response.body).expect("JSON body");
     assert_eq!(json["channels"], 1, "{json}");
-    assert_eq!(
-        redis.get("broadcast:chat").await.as_deref(),
-        Some("finished after SIGTERM")
-    );
+    assert_eq!(redis.get("broadcast:chat").await.as_deref(), Some("finished after SIGTERM"));
 
     let status = web.wait_exit(Duration::from_secs(5) + SLACK).await;
     exit_ok(status, &web, "webserver after SIGTERM");

@@ -33,11 +33,7 @@ fn parse(text: &str) -> Option<(usize, u128)> {
 
 /// Reads `client` until `last` (the sequence number that ends the test) arrives; returns
 /// (seq, latency) for every measured message, in arrival order, and the client (still open).
-async fn measure(
-    mut client: WsClient,
-    epoch: Instant,
-    last: usize,
-) -> (Vec<(usize, Duration)>, WsClient) {
+async fn measure(mut client: WsClient, epoch: Instant, last: usize) -> (Vec<(usize, Duration)>, WsClient) {
     let mut seen = Vec::new();
     loop {
         match client.recv(Duration::from_secs(20)).await {
@@ -66,19 +62,14 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
 async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others() {
     let stack = Arc::new(
         Stack::start(
-            StackOptions::default()
-                .without_nginx()
-                .without_webserver()
-                .ws_args(&["--queue-depth", QUEUE_DEPTH]),
+            StackOptions::default().without_nginx().without_webserver().ws_args(&["--queue-depth", QUEUE_DEPTH]),
         )
         .await,
     );
     let channel = stack.broadcast_channel("feed");
     let path = "/ws/feed?subscribe-broadcast";
-    let closes_before = stack
-        .metric("crier_ws_slow_consumer_closes_total")
-        .await
-        .expect("crier_ws_slow_consumer_closes_total");
+    let closes_before =
+        stack.metric("crier_ws_slow_consumer_closes_total").await.expect("crier_ws_slow_consumer_closes_total");
 
     let mut fast = Vec::new();
     for _ in 0..FAST_CLIENTS {
@@ -88,10 +79,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
     let epoch = Instant::now();
     // The number of the message that ends the run is only known later; readers stop on it.
     let end_seq = usize::MAX;
-    let readers: Vec<_> = fast
-        .into_iter()
-        .map(|c| tokio::spawn(measure(c, epoch, end_seq)))
-        .collect();
+    let readers: Vec<_> = fast.into_iter().map(|c| tokio::spawn(measure(c, epoch, end_seq))).collect();
 
     // Before: only attentive readers.
     let mut seq = 0;
@@ -107,10 +95,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
     slow.upgrade(path).await;
     let mut probe = 0;
     loop {
-        stack
-            .redis
-            .publish(&channel, &format!("probe-{probe}"))
-            .await;
+        stack.redis.publish(&channel, &format!("probe-{probe}")).await;
         probe += 1;
         match slow.read_frame(Duration::from_millis(200)).await {
             Ok(_) => break,
@@ -127,9 +112,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
         stack.redis.publish(&channel, &message(seq, epoch)).await;
         seq += 1;
         tokio::time::sleep(GAP).await;
-        if i % 5 == 4
-            && stack.metric("crier_ws_slow_consumer_closes_total").await > Some(closes_before)
-        {
+        if i % 5 == 4 && stack.metric("crier_ws_slow_consumer_closes_total").await > Some(closes_before) {
             closed_after = Some(i + 1);
             break;
         }
@@ -151,10 +134,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
         tokio::time::sleep(GAP).await;
     }
     let during_end = seq;
-    stack
-        .redis
-        .publish(&channel, &message(usize::MAX, epoch))
-        .await;
+    stack.redis.publish(&channel, &message(usize::MAX, epoch)).await;
 
     let mut before = Vec::new();
     let mut during = Vec::new();
@@ -164,10 +144,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
         fast.push(client);
         let seqs: Vec<usize> = seen.iter().map(|(s, _)| *s).collect();
         let expected: Vec<usize> = (0..during_end).chain([usize::MAX]).collect();
-        assert_eq!(
-            seqs, expected,
-            "fast client {i} must receive every message, in order"
-        );
+        assert_eq!(seqs, expected, "fast client {i} must receive every message, in order");
         for (s, latency) in seen {
             if s < before_end {
                 before.push(latency);
@@ -223,11 +200,9 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
          (crier_ws_sockets_open = {open:?}, expected {FAST_CLIENTS}): a client that never reads \
          again keeps its connection and writer task forever"
     );
-    wait_until(
-        Duration::from_secs(10),
-        "crier_ws_sockets_open is back to the fast clients",
-        || async { stack.metric("crier_ws_sockets_open").await == Some(FAST_CLIENTS as f64) },
-    )
+    wait_until(Duration::from_secs(10), "crier_ws_sockets_open is back to the fast clients", || async {
+        stack.metric("crier_ws_sockets_open").await == Some(FAST_CLIENTS as f64)
+    })
     .await;
     drop(fast);
 }

@@ -20,13 +20,7 @@ async fn admin_listener_serves_metrics_that_move() {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = listener.local_addr().unwrap().to_string();
     let admin_addr = admin.local_addr().unwrap().to_string();
-    let config = webserver::Config::parse_from([
-        "webserver",
-        "--redis-url",
-        &redis.url(),
-        "--publish-token",
-        TOKEN,
-    ]);
+    let config = webserver::Config::parse_from(["webserver", "--redis-url", &redis.url(), "--publish-token", TOKEN]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(webserver::run_with_admin(config, listener, Some(admin), async {
         let _ = stopped.await;

@@ -134,8 +134,9 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        service::redis_link::client(&self.redis_url)
-            .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
+        service::redis_link::client(&self.redis_url).map_err(|e| {
+            invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)"))
+        })?;
         if !self.admin_listen.is_empty() {
             self.admin_listen
                 .parse::<SocketAddr>()

@@ -33,7 +33,9 @@ pub async fn state(app: Arc<App>, req: Request<Incoming>, raw_id: &str) -> Respo
         return json_error(StatusCode::NOT_FOUND, EXPIRED);
     };
     match app.store.game(&id).await {
-        Ok(Some((_, game))) if game.is_player(&current.record.user) => json(StatusCode::OK, &serde_json::json!({ "game": game.view() })),
+        Ok(Some((_, game))) if game.is_player(&current.record.user) => {
+            json(StatusCode::OK, &serde_json::json!({ "game": game.view() }))
+        }
         Ok(Some(_)) => json_error(StatusCode::FORBIDDEN, "you are not a player of this game"),
         Ok(None) => json_error(StatusCode::NOT_FOUND, EXPIRED),
         Err(e) => unavailable("game", e),

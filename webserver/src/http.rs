@@ -59,11 +59,8 @@ pub enum BodyError {
 
 /// Reads the whole body, refusing more than `limit` bytes (by Content-Length or while reading).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }

@@ -154,7 +154,8 @@ pub async fn answer(app: Arc<App>, req: Request<Incoming>, raw_id: &str, accept:
 /// the change is stored, and pages fetch the list again when they reconnect.
 async fn notify(app: &App, invitation: &Invitation, now: u64) {
     let facility = lobby_facility();
-    let channels = [app.store.prefix.user(&invitation.from, &facility), app.store.prefix.user(&invitation.to, &facility)];
+    let channels =
+        [app.store.prefix.user(&invitation.from, &facility), app.store.prefix.user(&invitation.to, &facility)];
     let message = serde_json::json!({ "type": "invitation", "invitation": invitation.view(now) }).to_string();
     if let Err(e) = app.store.publish(&channels, message.as_bytes(), 0).await {
         tracing::warn!("invitation notice not published: {e}");

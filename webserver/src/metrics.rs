@@ -27,8 +27,16 @@ impl Metrics {
         counter("crier_web_responses_5xx_total", "Answers with a 5xx status.", &self.responses_5xx);
         counter("crier_web_publishes_total", "Successful POST /api/publish requests.", &self.publishes);
         counter("crier_web_publish_channels_total", "Channels published to through the API.", &self.publish_channels);
-        counter("crier_web_publish_receivers_total", "Subscriptions reached by API publishes (PUBLISH replies).", &self.publish_receivers);
-        counter("crier_web_publish_failures_total", "API publishes refused because Redis was unavailable.", &self.publish_failures);
+        counter(
+            "crier_web_publish_receivers_total",
+            "Subscriptions reached by API publishes (PUBLISH replies).",
+            &self.publish_receivers,
+        );
+        counter(
+            "crier_web_publish_failures_total",
+            "API publishes refused because Redis was unavailable.",
+            &self.publish_failures,
+        );
         counter("crier_web_logins_total", "Successful logins.", &self.logins);
         counter("crier_web_login_failures_total", "Refused logins (wrong name or password).", &self.login_failures);
         out

@@ -35,11 +35,8 @@ pub async fn presence(app: Arc<App>, req: Request<Incoming>, raw_facility: &str)
 }
 
 async fn allowed(app: &App, req: &Request<Incoming>) -> bool {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if let (Some(sent), Some(token)) = (bearer, app.config.publish_token.as_deref()) {
         return constant_time_eq(sent.trim().as_bytes(), token.as_bytes());
     }

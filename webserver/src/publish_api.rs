@@ -27,13 +27,12 @@ pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
         Err(BodyError::Broken) => return json_error(StatusCode::BAD_REQUEST, "request body could not be read"),
     };
-    let publication = match PublishRequest::from_json(&body)
-        .and_then(|r| r.into_publication(&app.store.prefix, app.config.expire))
-    {
-        Ok(p) => p,
-        Err(e @ PublishError::TooManyChannels { .. }) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
+    let publication =
+        match PublishRequest::from_json(&body).and_then(|r| r.into_publication(&app.store.prefix, app.config.expire)) {
+            Ok(p) => p,
+            Err(e @ PublishError::TooManyChannels { .. }) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
     match app.store.publish(&publication.channels, publication.message.as_bytes(), publication.expire).await {
         Ok(receivers) => {
             app.metrics.publishes.fetch_add(1, Ordering::Relaxed);
@@ -53,10 +52,7 @@ pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 
 /// Checks `Authorization: Bearer <token>` in constant time.
 fn check_bearer<B>(req: &Request<B>, expected: &str) -> Result<(), &'static str> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or("missing Authorization: Bearer <token> header")?;
+    let value = req.headers().get(header::AUTHORIZATION).ok_or("missing Authorization: Bearer <token> header")?;
     let token = value
         .to_str()
         .ok()

@@ -69,7 +69,9 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         (&Method::GET, "/static/crier.js") => asset(CRIER_JS, JS),
         (&Method::GET, "/static/lobby.js") => asset(LOBBY_JS, JS),
         (&Method::GET, "/static/game.js") => asset(GAME_JS, JS),
-        _ if path.starts_with("/api/") => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(&path))),
+        _ if path.starts_with("/api/") => {
+            json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", service::Escaped(&path)))
+        }
         _ => text(StatusCode::NOT_FOUND, "not found"),
     };
     app_metrics(&response, &metrics_handle);

@@ -47,7 +47,9 @@ pub async fn run_with_admin(
     let cancel = CancellationToken::new();
     let admin_task = admin.map(|admin| {
         let app = app.clone();
-        tokio::spawn(service::http::serve_admin(admin, cancel.clone(), move |req| crate::routes::admin(app.clone(), req)))
+        tokio::spawn(service::http::serve_admin(admin, cancel.clone(), move |req| {
+            crate::routes::admin(app.clone(), req)
+        }))
     });
     let tracker = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");

@@ -62,7 +62,12 @@ impl Store {
     pub async fn create_session(&self, record: &SessionRecord, ttl: Duration) -> Result<SessionKey, StoreError> {
         let key = SessionKey::parse(&crate::random::token()).expect("hex tokens are valid keys");
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.prefix.session_record(&key)).arg(record.to_json()).arg("EX").arg(ttl.as_secs()).ignore();
+        pipe.cmd("SET")
+            .arg(self.prefix.session_record(&key))
+            .arg(record.to_json())
+            .arg("EX")
+            .arg(ttl.as_secs())
+            .ignore();
         pipe.cmd("SADD").arg(self.prefix.user_sessions(&record.user)).arg(key.as_str()).ignore();
         pipe.query_async::<()>(&mut self.conn()).await?;
         Ok(key)
@@ -71,8 +76,10 @@ impl Store {
     pub async fn session(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
         let redis_key = self.prefix.session_record(key);
         let raw: Option<Vec<u8>> = self.conn().get(&redis_key).await?;
-        raw.map(|r| SessionRecord::from_json(&r).map_err(|e| StoreError::Corrupt { key: redis_key, problem: e.to_string() }))
-            .transpose()
+        raw.map(|r| {
+            SessionRecord::from_json(&r).map_err(|e| StoreError::Corrupt { key: redis_key, problem: e.to_string() })
+        })
+        .transpose()
     }
 
     /// Ends a session and tells wsservers, which close its sockets.
@@ -135,7 +142,13 @@ impl Store {
 
     /// Replaces `key`'s value with `new` if it still is `old` (optimistic concurrency); `ttl`
     /// sets a new lifetime, `None` keeps the current one. False when someone else changed it.
-    async fn compare_and_set(&self, key: &str, old: &[u8], new: &str, ttl: Option<Duration>) -> Result<bool, StoreError> {
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let ttl = ttl.map(|t| t.as_millis().max(1).to_string()).unwrap_or_default();
         let replaced: i64 = redis::cmd("EVAL")
             .arg(COMPARE_AND_SET)
@@ -165,7 +178,12 @@ impl Store {
     pub async fn create_invitation(&self, invitation: &Invitation, ttl: Duration) -> Result<(), StoreError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.prefix.invitation(invitation.id.as_str())).arg(invitation.to_json()).arg("PX").arg(ttl_ms).ignore();
+        pipe.cmd("SET")
+            .arg(self.prefix.invitation(invitation.id.as_str()))
+            .arg(invitation.to_json())
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
         for user in [&invitation.from, &invitation.to] {
             let index = self.prefix.user_invitations(user);
             pipe.cmd("ZADD").arg(&index).arg(invitation.expires_ms).arg(invitation.id.as_str()).ignore();
@@ -195,11 +213,8 @@ impl Store {
         pipe.cmd("ZREMRANGEBYSCORE").arg(&index).arg("-inf").arg(format!("({now_ms}")).ignore();
         pipe.cmd("ZRANGEBYSCORE").arg(&index).arg(now_ms).arg("+inf");
         let (ids,): (Vec<String>,) = pipe.query_async(&mut self.conn()).await?;
-        let keys: Vec<String> = ids
-            .iter()
-            .filter_map(|id| InvitationId::parse(id))
-            .map(|id| self.prefix.invitation(id.as_str()))
-            .collect();
+        let keys: Vec<String> =
+            ids.iter().filter_map(|id| InvitationId::parse(id)).map(|id| self.prefix.invitation(id.as_str())).collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }

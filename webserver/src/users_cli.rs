@@ -41,11 +41,8 @@ pub async fn run(config: &Config, command: &UsersCommand) -> Result<String, User
             }
             let password = read_password(&format!("Password for {user}: "))?;
             let password_hash = hash_password(&password).map_err(|e| UsersError::Invalid(e.to_string()))?;
-            let groups = if groups.is_empty() && !adding {
-                existing.map(|a| a.groups).unwrap_or_default()
-            } else {
-                groups
-            };
+            let groups =
+                if groups.is_empty() && !adding { existing.map(|a| a.groups).unwrap_or_default() } else { groups };
             store.put_account(&Account { name: user.clone(), password_hash, groups }).await?;
             Ok(format!("{} user {user}", if adding { "added" } else { "updated" }))
         }

@@ -50,17 +50,15 @@ fn parse_list(items: &[String]) -> Result<Flags, String> {
             }
             continue;
         }
-        let flag = Flag::parse(item).ok_or_else(|| format!("{item:?} is not a flag (like subscribe-user, publish-broadcast, echo)"))?;
+        let flag = Flag::parse(item)
+            .ok_or_else(|| format!("{item:?} is not a flag (like subscribe-user, publish-broadcast, echo)"))?;
         flags.insert(flag);
     }
     Ok(flags)
 }
 
 fn all_flags() -> impl Iterator<Item = Flag> {
-    protocol::Audience::ALL
-        .into_iter()
-        .flat_map(|a| [Flag::Subscribe(a), Flag::Publish(a)])
-        .chain([Flag::Echo])
+    protocol::Audience::ALL.into_iter().flat_map(|a| [Flag::Subscribe(a), Flag::Publish(a)]).chain([Flag::Echo])
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use protocol::KeyPrefix;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
 use crate::access::AccessRules;
+use crate::config::Config;
 use crate::identity::IdentitySource;
 use crate::metrics::Metrics;
 use crate::presence::Presence;

@@ -94,11 +94,17 @@ impl AuthCallback {
         }
         let request = match request.header(header::ACCEPT, "application/json").body(Empty::new()) {
             Ok(r) => r,
-            Err(_) => return Answer::Refused(Refused::bad_request("Cookie or Authorization header cannot be forwarded")),
+            Err(_) => {
+                return Answer::Refused(Refused::bad_request("Cookie or Authorization header cannot be forwarded"))
+            }
         };
         let unavailable = |why: String| {
             tracing::warn!(url = %self.url, "auth callback failed: {why}");
-            Answer::Refused(Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Unavailable, "authentication service unavailable, try again later"))
+            Answer::Refused(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Unavailable,
+                "authentication service unavailable, try again later",
+            ))
         };
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| e.to_string())?;
@@ -114,15 +120,21 @@ impl AuthCallback {
                     Ok(identity) => Answer::Identity(identity),
                     Err(e) => {
                         if e.is_data() {
-                            Answer::Refused(Refused::new(StatusCode::FORBIDDEN, Refusal::Forbidden, format!("identity refused: {e}")))
+                            Answer::Refused(Refused::new(
+                                StatusCode::FORBIDDEN,
+                                Refusal::Forbidden,
+                                format!("identity refused: {e}"),
+                            ))
                         } else {
                             unavailable(format!("answer is not identity JSON: {e}"))
                         }
                     }
                 },
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    Answer::Refused(Refused::new(StatusCode::FORBIDDEN, Refusal::Forbidden, "not allowed by the authentication service"))
-                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Answer::Refused(Refused::new(
+                    StatusCode::FORBIDDEN,
+                    Refusal::Forbidden,
+                    "not allowed by the authentication service",
+                )),
                 other => unavailable(format!("answered {other}")),
             },
         }

@@ -163,8 +163,9 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Checks every limit; the error names the flag and what is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        service::redis_link::client(&self.redis_url)
-            .map_err(|e| invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)")))?;
+        service::redis_link::client(&self.redis_url).map_err(|e| {
+            invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)"))
+        })?;
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
         if !self.url_prefix.starts_with('/') || !self.url_prefix.ends_with('/') {
             return Err(invalid("url-prefix", "must start and end with '/', like /ws/"));
@@ -221,7 +222,10 @@ impl Config {
         }
         for origin in self.allowed_origins() {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
-                return Err(invalid("allowed-origins", format!("{origin:?} is not an origin like https://example.com")));
+                return Err(invalid(
+                    "allowed-origins",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                ));
             }
         }
         Ok(())

@@ -80,7 +80,16 @@ fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) 
     let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
     app.sockets.add(id, &outbox);
-    let joined = Joined { _open: open, _presence: presence, _membership: membership, subscribe, publish, echo_filter, outbox, echo_test };
+    let joined = Joined {
+        _open: open,
+        _presence: presence,
+        _membership: membership,
+        subscribe,
+        publish,
+        echo_filter,
+        outbox,
+        echo_test,
+    };
     (joined, waits)
 }
 
@@ -348,7 +357,8 @@ async fn write_loop(
     outbox.take_back_socket();
     if let Some(close) = close {
         let close_frame = [frame::close(close.code, close.reason)];
-        let sent = matches!(Box::pin(tokio::time::timeout(CLOSE_GRACE, write_all(&wr, &close_frame))).await, Ok(Ok(())));
+        let sent =
+            matches!(Box::pin(tokio::time::timeout(CLOSE_GRACE, write_all(&wr, &close_frame))).await, Ok(Ok(())));
         if sent && !reader_done.is_cancelled() {
             let _ = tokio::time::timeout(CLOSE_GRACE, reader_done.cancelled()).await;
         }

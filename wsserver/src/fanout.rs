@@ -233,7 +233,8 @@ mod tests {
         }
         fanout.send(frame.clone(), split, 1, "large");
         // Sockets 0 and 2 are on shard 0, socket 1 on shard 1.
-        let (shard0, shard0_again, shard1) = (first_frame(&outboxes[0]), first_frame(&outboxes[2]), first_frame(&outboxes[1]));
+        let (shard0, shard0_again, shard1) =
+            (first_frame(&outboxes[0]), first_frame(&outboxes[2]), first_frame(&outboxes[1]));
         assert_eq!((&shard0, &shard1), (&frame, &frame), "the same bytes");
         assert_ne!(shard0.as_ptr(), frame.as_ptr(), "shard 0 has its own copy");
         assert_ne!(shard1.as_ptr(), frame.as_ptr(), "shard 1 has its own copy");

@@ -54,13 +54,22 @@ pub fn check<B>(req: &Request<B>, url_prefix: &str) -> Result<UpgradeRequest, Re
     match req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) {
         Some(b"13") => {}
         None => {
-            return Err(Refused::new(StatusCode::UPGRADE_REQUIRED, Refusal::BadRequest, "Sec-WebSocket-Version header is missing; use 13"))
+            return Err(Refused::new(
+                StatusCode::UPGRADE_REQUIRED,
+                Refusal::BadRequest,
+                "Sec-WebSocket-Version header is missing; use 13",
+            ))
         }
         Some(_) => {
-            return Err(Refused::new(StatusCode::UPGRADE_REQUIRED, Refusal::BadRequest, "Unsupported WebSocket Version; use 13"))
+            return Err(Refused::new(
+                StatusCode::UPGRADE_REQUIRED,
+                Refusal::BadRequest,
+                "Unsupported WebSocket Version; use 13",
+            ))
         }
     }
-    let facility = Facility::from_path(req.uri().path(), url_prefix).map_err(|e| Refused::bad_request(e.to_string()))?;
+    let facility =
+        Facility::from_path(req.uri().path(), url_prefix).map_err(|e| Refused::bad_request(e.to_string()))?;
     let flags = Flags::from_query(req.uri().query().unwrap_or(""));
     Ok(UpgradeRequest { facility, flags })
 }

@@ -49,7 +49,11 @@ impl SessionIdentities {
         })?;
         let raw = self.store.get(&self.prefix.session_record(&key)).await.map_err(|e| {
             tracing::warn!("session lookup failed: {e}");
-            Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Unavailable, "session store unavailable, try again later")
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Unavailable,
+                "session store unavailable, try again later",
+            )
         })?;
         match raw.map(|r| SessionRecord::from_json(&r)) {
             Some(Ok(record)) => Ok(record.identity(key)),

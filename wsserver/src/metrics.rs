@@ -16,8 +16,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 6] =
-        [Refusal::BadRequest, Refusal::Origin, Refusal::Forbidden, Refusal::Full, Refusal::Draining, Refusal::Unavailable];
+    const ALL: [Refusal; 6] = [
+        Refusal::BadRequest,
+        Refusal::Origin,
+        Refusal::Forbidden,
+        Refusal::Full,
+        Refusal::Draining,
+        Refusal::Unavailable,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -116,19 +122,69 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
         metric("crier_ws_sockets_open", "gauge", "Websockets open now.", self.sockets_open.load(Relaxed).to_string());
-        metric("crier_ws_upgrades_accepted_total", "counter", "Websocket upgrades accepted.", get(&self.upgrades_accepted));
+        metric(
+            "crier_ws_upgrades_accepted_total",
+            "counter",
+            "Websocket upgrades accepted.",
+            get(&self.upgrades_accepted),
+        );
         metric("crier_ws_messages_in_total", "counter", "Messages received from clients.", get(&self.messages_in));
-        metric("crier_ws_messages_out_total", "counter", "Frames queued to clients (live, replay, heartbeat).", get(&self.messages_out));
-        metric("crier_ws_redis_messages_total", "counter", "Pub/sub messages received from Redis.", get(&self.redis_messages));
-        metric("crier_ws_slow_consumer_closes_total", "counter", "Sockets closed because their outgoing queue was full.", get(&self.slow_consumer_closes));
-        metric("crier_ws_ping_timeouts_total", "counter", "Sockets closed because they stopped answering pings.", get(&self.ping_timeouts));
-        metric("crier_ws_protocol_errors_total", "counter", "Sockets closed for websocket protocol violations.", get(&self.protocol_errors));
-        metric("crier_ws_redis_reconnects_total", "counter", "Reconnections of the Redis pub/sub connection.", get(&self.redis_reconnects));
-        metric("crier_ws_redis_up", "gauge", "1 while the Redis pub/sub connection is established.", self.redis_up.load(Relaxed).to_string());
-        metric("crier_ws_redis_channels", "gauge", "Redis channels this process is subscribed to.", self.redis_channels.load(Relaxed).to_string());
+        metric(
+            "crier_ws_messages_out_total",
+            "counter",
+            "Frames queued to clients (live, replay, heartbeat).",
+            get(&self.messages_out),
+        );
+        metric(
+            "crier_ws_redis_messages_total",
+            "counter",
+            "Pub/sub messages received from Redis.",
+            get(&self.redis_messages),
+        );
+        metric(
+            "crier_ws_slow_consumer_closes_total",
+            "counter",
+            "Sockets closed because their outgoing queue was full.",
+            get(&self.slow_consumer_closes),
+        );
+        metric(
+            "crier_ws_ping_timeouts_total",
+            "counter",
+            "Sockets closed because they stopped answering pings.",
+            get(&self.ping_timeouts),
+        );
+        metric(
+            "crier_ws_protocol_errors_total",
+            "counter",
+            "Sockets closed for websocket protocol violations.",
+            get(&self.protocol_errors),
+        );
+        metric(
+            "crier_ws_redis_reconnects_total",
+            "counter",
+            "Reconnections of the Redis pub/sub connection.",
+            get(&self.redis_reconnects),
+        );
+        metric(
+            "crier_ws_redis_up",
+            "gauge",
+            "1 while the Redis pub/sub connection is established.",
+            self.redis_up.load(Relaxed).to_string(),
+        );
+        metric(
+            "crier_ws_redis_channels",
+            "gauge",
+            "Redis channels this process is subscribed to.",
+            self.redis_channels.load(Relaxed).to_string(),
+        );
         let _ = writeln!(out, "# HELP crier_ws_upgrades_refused_total Websocket upgrades refused, by reason.\n# TYPE crier_ws_upgrades_refused_total counter");
         for reason in Refusal::ALL {
-            let _ = writeln!(out, "crier_ws_upgrades_refused_total{{reason=\"{}\"}} {}", reason.label(), self.refused_count(reason));
+            let _ = writeln!(
+                out,
+                "crier_ws_upgrades_refused_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.refused_count(reason)
+            );
         }
         let _ = writeln!(out, "# HELP crier_ws_delivery_seconds Time from a message's arrival from Redis to the end of its socket write.\n# TYPE crier_ws_delivery_seconds histogram");
         let mut cumulative = 0;

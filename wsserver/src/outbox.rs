@@ -218,7 +218,11 @@ impl Outbox {
                 let count = state.frames.len().min(DIRECT_SLICES);
                 // WouldBlock or an error: the writer waits for the socket or meets the error
                 // and ends the connection.
-                let result = if count == 1 { socket.try_write(&state.frames[0]) } else { socket.try_write_vectored(&slices[..count]) };
+                let result = if count == 1 {
+                    socket.try_write(&state.frames[0])
+                } else {
+                    socket.try_write_vectored(&slices[..count])
+                };
                 if let Ok(mut written) = result {
                     let mut frames = 0;
                     while written > 0 {
@@ -468,7 +472,8 @@ mod tests {
     async fn prefetch_hints_follow_the_lent_socket() {
         let (socket, _peer, _read) = socket_pair().await;
         let o = Outbox::new(4);
-        let hints = |o: &Outbox| (o.shared.write_half_at.load(Ordering::Relaxed), o.shared.stream_at.load(Ordering::Relaxed));
+        let hints =
+            |o: &Outbox| (o.shared.write_half_at.load(Ordering::Relaxed), o.shared.stream_at.load(Ordering::Relaxed));
         assert_eq!(hints(&o), (0, 0), "nothing lent: nothing to prefetch");
         let stream: &tokio::net::TcpStream = (*socket).as_ref();
         let expected = (Arc::as_ptr(&socket) as usize, std::ptr::from_ref(stream) as usize);

@@ -140,10 +140,16 @@ return #expired
 ";
 
 impl PresenceRecorder {
-    pub fn new(conn: ConnectionManager, prefix: KeyPrefix, scope: PresenceScope, ttl: Duration) -> (Presence, PresenceRecorder) {
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: KeyPrefix,
+        scope: PresenceScope,
+        ttl: Duration,
+    ) -> (Presence, PresenceRecorder) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut id = [0u8; 8];
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) ^ u128::from(std::process::id());
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            ^ u128::from(std::process::id());
         id.copy_from_slice(&seed.to_le_bytes()[..8]);
         let instance = id.iter().map(|b| format!("{b:02x}")).collect();
         (

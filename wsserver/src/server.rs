@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::{App, PerIpLimit};
-use crate::config::Config;
 use crate::auth_callback::AuthCallback;
+use crate::config::Config;
 use crate::identity::{IdentitySource, SessionIdentities};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceRecorder, PresenceScope};
@@ -91,8 +91,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let background = CancellationToken::new();
     let (first_connected, redis_reached) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(
-        Subscriber { client, registry, dirty, metrics, cancel: background.clone(), first_connected: Some(first_connected) }
-            .run(),
+        Subscriber {
+            client,
+            registry,
+            dirty,
+            metrics,
+            cancel: background.clone(),
+            first_connected: Some(first_connected),
+        }
+        .run(),
     );
     // systemd readiness: listening (the listeners are bound) and Redis reached.
     tokio::spawn(async move {

@@ -43,5 +43,4 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(redis::cmd("GET").arg(key).query_async(&mut self.conn.clone()).await?)
     }
-
 }

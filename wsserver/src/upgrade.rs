@@ -10,8 +10,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use service::Escaped;
+use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::connection::{self, Socket};
@@ -21,9 +21,16 @@ use crate::metrics::Refusal;
 pub type Body = Full<Bytes>;
 
 /// Answers one HTTP request on the websocket listener.
-pub async fn handle(app: Arc<App>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     if !req.uri().path().starts_with(&app.config.url_prefix) {
-        return Ok(plain(StatusCode::NOT_FOUND, "not found: websockets are served under ".to_owned() + &app.config.url_prefix));
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "not found: websockets are served under ".to_owned() + &app.config.url_prefix,
+        ));
     }
     match accept(&app, peer, &mut req).await {
         Ok(response) => Ok(response),
@@ -53,7 +60,9 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     handshake::check_origin(req, &app.allowed_origins)?;
     let identity = app.identities.resolve(req.headers()).await?;
     app.access.check(wanted.flags, &identity)?;
-    if !wanted.flags.publish.is_empty() && wanted.facility.as_str().starts_with(protocol::presence::EVENTS_FACILITY_PREFIX) {
+    if !wanted.flags.publish.is_empty()
+        && wanted.facility.as_str().starts_with(protocol::presence::EVENTS_FACILITY_PREFIX)
+    {
         return Err(Refused::new(StatusCode::FORBIDDEN, Refusal::Forbidden, "presence facilities are read-only"));
     }
     let permit = app.permits.clone().try_acquire_owned().map_err(|_| {
@@ -74,7 +83,9 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
         };
         // The fan-out writes to the TCP socket itself, so take it back from hyper.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => connection::serve(task_app, parts.io.into_inner(), parts.read_buf, socket, (permit, slot)).await,
+            Ok(parts) => {
+                connection::serve(task_app, parts.io.into_inner(), parts.read_buf, socket, (permit, slot)).await
+            }
             Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream; dropped"),
         }
     });

@@ -34,7 +34,13 @@ pub async fn page(app: Arc<App>, req: &Request<Incoming>) -> Response<Body> {
     render(live, &current, StatusCode::OK, sent.then_some(Ok("Notice sent to every open page.")), "")
 }
 
-fn render(live: Live<'_>, current: &LoggedIn, status: StatusCode, outcome: Option<Result<&str, &str>>, text: &str) -> Response<Body> {
+fn render(
+    live: Live<'_>,
+    current: &LoggedIn,
+    status: StatusCode,
+    outcome: Option<Result<&str, &str>>,
+    text: &str,
+) -> Response<Body> {
     let outcome = match outcome {
         Some(Ok(message)) => format!("<p class=\"success\" role=\"status\">{}</p>\n", escape_html(message)),
         Some(Err(message)) => format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape_html(message)),
@@ -69,7 +75,11 @@ pub async fn send_notice(app: Arc<App>, req: Request<Incoming>) -> Response<Body
     };
     let fields = form_fields(&body);
     if !constant_time_eq(field(&fields, "csrf").unwrap_or("").as_bytes(), current.record.csrf.as_bytes()) {
-        return live.error(StatusCode::FORBIDDEN, "Form expired", "This form expired or did not come from this site. Reload the admin page and send the notice again.");
+        return live.error(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "This form expired or did not come from this site. Reload the admin page and send the notice again.",
+        );
     }
     if !is_admin(&current) {
         return live.error(StatusCode::FORBIDDEN, "Forbidden", NOT_ADMIN);
@@ -83,7 +93,8 @@ pub async fn send_notice(app: Arc<App>, req: Request<Incoming>) -> Response<Body
         return render(live, &current, StatusCode::BAD_REQUEST, Some(Err(&message)), text);
     }
     let channels = [app.store.prefix.broadcast(&notices_facility())];
-    let message = serde_json::json!({ "type": "notice", "text": text, "from": current.record.user.as_str() }).to_string();
+    let message =
+        serde_json::json!({ "type": "notice", "text": text, "from": current.record.user.as_str() }).to_string();
     match app.store.publish(&channels, message.as_bytes(), 0).await {
         Ok(_) => {
             tracing::info!(by = %current.record.user, "site notice sent");
@@ -91,7 +102,13 @@ pub async fn send_notice(app: Arc<App>, req: Request<Incoming>) -> Response<Body
         }
         Err(e) => {
             tracing::warn!("notice: {e}");
-            render(live, &current, StatusCode::SERVICE_UNAVAILABLE, Some(Err("The notice could not be sent (Redis is unavailable). Try again shortly.")), text)
+            render(
+                live,
+                &current,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Err("The notice could not be sent (Redis is unavailable). Try again shortly.")),
+                text,
+            )
         }
     }
 }

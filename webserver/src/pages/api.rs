@@ -23,7 +23,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub async fn signed_in(app: &App, headers: &HeaderMap) -> Result<LoggedIn, Response<Body>> {
     match session::current(&app.store, headers).await {
         Ok(Some(current)) => Ok(current),
-        Ok(None) => Err(json_error(StatusCode::UNAUTHORIZED, "you are not signed in (or your session ended); sign in again")),
+        Ok(None) => {
+            Err(json_error(StatusCode::UNAUTHORIZED, "you are not signed in (or your session ended); sign in again"))
+        }
         Err(e) => {
             tracing::warn!("api session: {e}");
             Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "the session store is unavailable; try again shortly"))
@@ -37,7 +39,10 @@ pub async fn signed_in_post(app: &App, req: Request<Incoming>) -> Result<(Logged
     let current = signed_in(app, req.headers()).await?;
     let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     if sent.is_empty() || !constant_time_eq(sent.as_bytes(), current.record.csrf.as_bytes()) {
-        return Err(json_error(StatusCode::FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token); reload the page and try again"));
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token (X-CSRF-Token); reload the page and try again",
+        ));
     }
     let json_type = req
         .headers()
@@ -46,8 +51,15 @@ pub async fn signed_in_post(app: &App, req: Request<Incoming>) -> Result<(Logged
         .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
     let body = match read_body(req, app.config.max_body).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes", app.config.max_body))),
-        Err(BodyError::Broken) => return Err(json_error(StatusCode::BAD_REQUEST, "the request body could not be read")),
+        Err(BodyError::TooLarge) => {
+            return Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {} bytes", app.config.max_body),
+            ))
+        }
+        Err(BodyError::Broken) => {
+            return Err(json_error(StatusCode::BAD_REQUEST, "the request body could not be read"))
+        }
     };
     if !body.is_empty() && !json_type {
         return Err(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON with Content-Type: application/json"));
@@ -57,13 +69,11 @@ pub async fn signed_in_post(app: &App, req: Request<Incoming>) -> Result<(Logged
 
 /// Parses a JSON body, or the 400 that says what is wrong with it.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response<Body>> {
-    serde_json::from_slice(body).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("expected a JSON body like {expected}: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("expected a JSON body like {expected}: {e}")))
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

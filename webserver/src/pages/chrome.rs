@@ -57,7 +57,14 @@ pub struct Live<'a> {
 impl Live<'_> {
     /// A page with the shared scripts and settings, plus `script` (the page's own, if any) and
     /// `meta` (the page's own settings).
-    pub fn page(&self, status: StatusCode, title: &str, body: &str, script: Option<&str>, meta: &[(&str, &str)]) -> Response<Body> {
+    pub fn page(
+        &self,
+        status: StatusCode,
+        title: &str,
+        body: &str,
+        script: Option<&str>,
+        meta: &[(&str, &str)],
+    ) -> Response<Body> {
         let websocket = websocket_base(&self.app.config, self.headers);
         let mut all_meta: Vec<(&str, &str)> = vec![("crier-websocket", &websocket)];
         if let Some(heartbeat) = self.app.config.heartbeat.as_deref() {

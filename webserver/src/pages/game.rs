@@ -20,7 +20,13 @@ pub async fn game(app: Arc<App>, headers: &HeaderMap, raw_id: &str) -> Response<
         Err(e) => return store_unavailable("game page", &e),
     };
     let live = Live { app: &app, headers, current: Some(&current) };
-    let missing = || live.error(StatusCode::NOT_FOUND, "No such game", "This game does not exist, or it expired after a long time without moves.");
+    let missing = || {
+        live.error(
+            StatusCode::NOT_FOUND,
+            "No such game",
+            "This game does not exist, or it expired after a long time without moves.",
+        )
+    };
     let Some(id) = GameId::parse(raw_id) else {
         return missing();
     };
@@ -74,7 +80,9 @@ fn square_label(square: usize, mark: &str) -> String {
 /// Whose turn it is or how it ended, from `me`'s side (game.js builds the same).
 pub fn turn_text(game: &Game, me: &Name) -> String {
     match (game.status, game.turn(), &game.winner) {
-        (Status::Playing, Some(turn), _) if game.player(turn) == me => format!("Your turn: you play {}.", turn.as_str()),
+        (Status::Playing, Some(turn), _) if game.player(turn) == me => {
+            format!("Your turn: you play {}.", turn.as_str())
+        }
         (Status::Playing, Some(turn), _) => format!("Waiting for {} ({}) to move.", game.player(turn), turn.as_str()),
         (Status::Won, _, Some(winner)) if winner == me => "You won!".to_owned(),
         (Status::Won, _, Some(winner)) => format!("{winner} won."),

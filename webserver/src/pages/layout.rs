@@ -19,7 +19,13 @@ pub fn page(status: StatusCode, title: &str, body: &str, scripts: &[&str]) -> Re
 /// Like [`page`], with `<meta name=.. content=..>` elements (values escaped) through which the
 /// scripts get their settings, since no inline script runs. Every page has the toast region
 /// (`#toasts`, a polite live region) that site notices and messages appear in.
-pub fn page_with_meta(status: StatusCode, title: &str, body: &str, scripts: &[&str], meta: &[(&str, &str)]) -> Response<Body> {
+pub fn page_with_meta(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    scripts: &[&str],
+    meta: &[(&str, &str)],
+) -> Response<Body> {
     let scripts: String = scripts.iter().map(|s| format!("<script src=\"/static/{s}\" defer></script>\n")).collect();
     let meta: String = meta
         .iter()

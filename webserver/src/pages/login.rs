@@ -16,9 +16,8 @@ use crate::random::{constant_time_eq, token};
 /// The login form. A fresh anonymous CSRF token goes into a cookie and a hidden field.
 pub fn form(app: &App, status: StatusCode, message: Option<&str>, request: &hyper::HeaderMap) -> Response<Body> {
     let csrf = cookie(request, CSRF_COOKIE).map(str::to_owned).filter(|t| t.len() == 64).unwrap_or_else(token);
-    let message = message
-        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
-        .unwrap_or_default();
+    let message =
+        message.map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m))).unwrap_or_default();
     let body = format!(
         "{header}\n<main class=\"narrow\">\n<h1>Sign in</h1>\n{message}\n\
 <form method=\"post\" action=\"/login\">\n<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
@@ -51,7 +50,12 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Ok(account) => account,
             Err(e) => {
                 tracing::warn!("login: {e}");
-                return form(&app, StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers);
+                return form(
+                    &app,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("Sign-in is unavailable right now. Try again shortly."),
+                    &headers,
+                );
             }
         },
         Err(_) => None,
@@ -77,7 +81,12 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => {
             tracing::warn!("login: cannot create session: {e}");
-            form(&app, StatusCode::SERVICE_UNAVAILABLE, Some("Sign-in is unavailable right now. Try again shortly."), &headers)
+            form(
+                &app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("Sign-in is unavailable right now. Try again shortly."),
+                &headers,
+            )
         }
     }
 }
