@@ -74,7 +74,7 @@ ensure_wstest() {
     local py
     if ! py=$(find_python2); then
         log "Python 2.7 not found${AUTOBAHN_PYTHON2:+ at AUTOBAHN_PYTHON2=$AUTOBAHN_PYTHON2}; wstest needs it"
-        log "(Debian no longer packages it: 'pyenv install 2.7.18', or set AUTOBAHN_PYTHON2)"
+        log "(Debian does not package it: 'pyenv install 2.7.18', or set AUTOBAHN_PYTHON2)"
         exit 3
     fi
     log "installing wstest with $py into $VENV"
@@ -128,7 +128,7 @@ trap cleanup EXIT
 
 read -r PORT ADMIN_PORT < <(free_ports 2)
 # The echo facility needs no Redis; nothing listens on this socket, and wsserver keeps
-# retrying in the background (readiness stays 503, liveness is what we wait for).
+# retrying in the background (readiness stays 503, liveness is what this waits for).
 "$WSSERVER" \
     --listen "127.0.0.1:$PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" \
