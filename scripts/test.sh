@@ -14,6 +14,8 @@
 #   CRIER_TEST_NGINX          path of the nginx binary (found in PATH or /usr/sbin)
 #   CRIER_TEST_REDIS_SERVER   path of the redis-server binary
 #   CRIER_TEST_CHROMIUM       path of the chromium binary (browser tests)
+#
+# CRIER_TEST_SKIP_AUTOBAHN=1 skips the Autobahn conformance subset (and installing wstest).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -55,6 +57,16 @@ fi
 CRIER_TEST_CHROMIUM=${CRIER_TEST_CHROMIUM:-$(find_tool chromium)}
 export CRIER_TEST_CHROMIUM
 log "chromium: $CRIER_TEST_CHROMIUM"
+
+# The Autobahn conformance subset (tests/tests/conformance.rs) needs wstest, which
+# scripts/autobahn.sh installs into target/autobahn-venv (Python 2.7 and PyPI). Where that is
+# impossible, CRIER_TEST_SKIP_AUTOBAHN=1 skips the subset; otherwise it is a failure.
+if [[ "${CRIER_TEST_SKIP_AUTOBAHN:-0}" != 1 ]]; then
+    scripts/autobahn.sh --install || {
+        log "error: could not install wstest; set CRIER_TEST_SKIP_AUTOBAHN=1 to run the suite without the Autobahn subset"
+        exit 1
+    }
+fi
 
 # Gates: formatting (rustfmt.toml), lints as errors, and shellcheck on the scripts. They run
 # before the tests so that CI keeps them; CRIER_TEST_SKIP_GATES=1 skips them for a quick rerun.
