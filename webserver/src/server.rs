@@ -48,7 +48,7 @@ pub async fn run_with_admin(
     let admin_task = admin.map(|admin| {
         let app = app.clone();
         tokio::spawn(service::http::serve_admin(admin, cancel.clone(), move |req| {
-            crate::routes::admin(app.clone(), req)
+            crate::api::health::admin(app.clone(), req)
         }))
     });
     let tracker = TaskTracker::new();

@@ -8,8 +8,8 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::accounts::Account;
-use crate::game::{Game, GameId};
-use crate::lobby::{Invitation, InvitationId};
+use crate::demo::game::{Game, GameId};
+use crate::demo::lobby::{Invitation, InvitationId};
 
 /// Replaces KEYS[1] with ARGV[2] only if it still holds ARGV[1]; ARGV[3] is the new TTL in ms,
 /// or empty to keep the current one. Returns 1 when replaced.

@@ -8,10 +8,10 @@ use protocol::{Name, SessionRecord};
 
 use crate::accounts::{dummy_hash, verify_password};
 use crate::app::App;
+use crate::demo::pages::chrome::{anonymous_header, Live};
 use crate::http::{cookie, escape_html, field, form_fields, read_body, see_other, text, Body};
-use crate::pages::chrome::{anonymous_header, Live};
-use crate::pages::session::{self, CSRF_COOKIE};
 use crate::random::{constant_time_eq, token};
+use crate::session::{self, CSRF_COOKIE};
 
 /// The login form. A fresh anonymous CSRF token goes into a cookie and a hidden field.
 pub fn form(app: &App, status: StatusCode, message: Option<&str>, request: &hyper::HeaderMap) -> Response<Body> {

@@ -10,8 +10,8 @@ use protocol::Facility;
 
 use crate::app::App;
 use crate::http::{json, json_error, Body};
-use crate::pages::session;
 use crate::random::constant_time_eq;
+use crate::session;
 
 pub async fn presence(app: Arc<App>, req: Request<Incoming>, raw_facility: &str) -> Response<Body> {
     let facility = match Facility::parse_encoded(raw_facility) {

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::http::{json_error, read_body, Body, BodyError};
-use crate::pages::session::{self, LoggedIn};
 use crate::random::constant_time_eq;
+use crate::session::{self, LoggedIn};
 
 /// The header that carries the CSRF token of JSON POSTs.
 pub const CSRF_HEADER: &str = "x-csrf-token";
