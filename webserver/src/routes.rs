@@ -1,6 +1,7 @@
 //! Maps method and path to a handler: the product's API ([`crate::api`]) and the ws4redis
 //! client script here, everything else to the demo ([`crate::demo::routes`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -16,7 +17,13 @@ const WS4REDIS_JS: &str = include_str!("../static/ws4redis.js");
 /// Content type of the scripts.
 pub const JS: &str = "text/javascript; charset=utf-8";
 
-pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+/// Answers one request from `peer`. Forwarded headers count only from trusted proxies.
+pub async fn route(
+    app: Arc<App>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    service::proxy::drop_untrusted_forwarding(&app.config.trusted_proxies, peer.ip(), req.headers_mut());
     let metrics = app.metrics.clone();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

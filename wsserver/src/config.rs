@@ -65,8 +65,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
 
     /// Proxies (comma-separated IPs) whose X-Real-IP header names the client, for the
-    /// per-address limit and logs. nginx on the same host is 127.0.0.1.
-    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    /// per-address limit and logs; other peers' forwarded headers are ignored. nginx on the same
+    /// host is 127.0.0.1.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond);

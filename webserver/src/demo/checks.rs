@@ -72,8 +72,3 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T,
     serde_json::from_slice(body)
         .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("expected a JSON body like {expected}: {e}")))
 }
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}

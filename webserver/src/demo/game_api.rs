@@ -17,10 +17,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::app::App;
-use crate::demo::checks::{now_ms, parse_json, signed_in, signed_in_post};
+use crate::demo::checks::{parse_json, signed_in, signed_in_post};
 use crate::demo::game::{Game, GameId, MoveError};
 use crate::demo::lobby_api::unavailable;
 use crate::http::{json, json_error, Body};
+use service::clock::now_ms;
 
 const EXPIRED: &str = "there is no such game: it never existed, or it expired after a long time without moves";
 

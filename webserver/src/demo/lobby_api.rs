@@ -17,10 +17,11 @@ use hyper::{Request, Response, StatusCode};
 use protocol::Name;
 
 use crate::app::App;
-use crate::demo::checks::{now_ms, parse_json, signed_in, signed_in_post};
+use crate::demo::checks::{parse_json, signed_in, signed_in_post};
 use crate::demo::game::{Game, GameId};
 use crate::demo::lobby::{lobby_facility, AnswerError, Invitation, InvitationId, InvitationStatus};
 use crate::http::{json, json_error, Body};
+use service::clock::now_ms;
 
 /// Open invitations one player may have sent at a time.
 pub const MAX_OPEN_INVITATIONS: usize = 10;
