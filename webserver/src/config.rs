@@ -193,7 +193,8 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut shown = self.clone();
         shown.publish_token = shown.publish_token.map(|_| "****".to_owned());
-        service::redact::mask_redis_password(format!("{shown:#?}"), &self.redis_url)
+        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        format!("{shown:#?}")
     }
 }
 

@@ -248,7 +248,10 @@ impl Config {
 
     /// The effective configuration for `--check`, with the Redis password masked.
     pub fn describe(&self) -> String {
-        service::redact::mask_redis_password(format!("{self:#?}"), &self.redis_url)
+        let mut shown = self.clone();
+        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        shown.auth_url = self.auth_url.as_deref().map(service::redact::mask_url);
+        format!("{shown:#?}")
     }
 }
 
@@ -282,5 +285,10 @@ mod tests {
     fn passwords_are_masked() {
         let c = parse(&["--redis-url", "redis://:s3cret@127.0.0.1:6379/0"]);
         assert!(!c.describe().contains("s3cret"));
+        let c = parse(&["--auth-url", "http://app:cb-pass@auth.local:8080/check?token=cb-token"]);
+        c.validate().unwrap();
+        let shown = c.describe();
+        assert!(!shown.contains("cb-pass") && !shown.contains("cb-token"), "{shown}");
+        assert!(shown.contains("http://app:****@auth.local:8080/check?token=****"), "{shown}");
     }
 }

@@ -65,10 +65,18 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let hash = account.as_ref().map_or(dummy_hash(), |a| a.password_hash.as_str()).to_owned();
     let attempt = password.to_owned();
     let verified = tokio::task::spawn_blocking(move || verify_password(&attempt, &hash)).await.unwrap_or(false);
-    let Some(account) = account.filter(|_| verified) else {
-        tracing::info!(user = %service::Escaped(username), "login refused");
-        app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return form(&app, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
+    let account = match account {
+        Some(account) if verified => account,
+        refused => {
+            // The name as typed is often a password typed into the wrong field: only an
+            // account's own name, or a keyed tag of the text, is logged.
+            match refused {
+                Some(known) => tracing::info!(user = %known.name, "login refused: wrong password"),
+                None => tracing::info!(typed = %service::redact::tag(username), "login refused: no such account"),
+            }
+            app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return form(&app, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
+        }
     };
     let record = SessionRecord { user: account.name.clone(), groups: account.groups.clone(), csrf: token() };
     match app.store.create_session(&record, app.config.session_ttl).await {
