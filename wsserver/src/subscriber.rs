@@ -1,7 +1,9 @@
-//! The process's single Redis pub/sub connection. It reconciles Redis subscriptions with the
-//! registry (SUBSCRIBE on first interest, UNSUBSCRIBE on last), hands every message to the
-//! fan-out, probes liveness with PING, and on loss reconnects with [`Backoff`] and resubscribes
-//! every live channel while client sockets stay open.
+//! The process's single Redis pub/sub connection, the first step of the message path. It
+//! reconciles Redis subscriptions with the registry (SUBSCRIBE on first interest, UNSUBSCRIBE
+//! on last; the revocations channel of [`SessionEnds`] always), probes liveness with PING, and
+//! on loss reconnects with [`Backoff`] and resubscribes every channel while client sockets stay
+//! open. Each message is [`Subscriber::dispatch`]ed: heartbeats are dropped, session-end
+//! announcements go to [`SessionEnds`], everything else to [`Registry::deliver`].
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -11,9 +13,11 @@ use std::time::Duration;
 use protocol::ChannelName;
 use tokio_util::sync::CancellationToken;
 
+use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::reconnect::Backoff;
 use crate::registry::{DirtyChannels, Registry};
+use crate::session_end::SessionEnds;
 
 /// How long a Redis command on the pub/sub connection may take before the connection is
 /// declared dead.
@@ -34,6 +38,9 @@ pub struct Subscriber {
     pub client: redis::Client,
     pub registry: Registry,
     pub dirty: DirtyChannels,
+    /// Redis' copies of the heartbeat are never delivered.
+    pub heartbeat: Option<Heartbeat>,
+    pub session_ends: SessionEnds,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
     /// Fired once, when the first connection to Redis is established (systemd readiness).
@@ -91,6 +98,7 @@ impl Subscriber {
         let mut subscribed: HashSet<ChannelName> = HashSet::new();
         // Everything with local interest, plus whatever changed meanwhile, gets reconciled.
         let mut pending: HashSet<ChannelName> = self.registry.channels().into_iter().collect();
+        pending.insert(self.session_ends.channel().clone());
         while let Ok(c) = self.dirty.try_recv() {
             pending.insert(c);
         }
@@ -111,7 +119,7 @@ impl Subscriber {
                 message = next_message(&mut stream) => {
                     let Some(message) = message else { return Lost::Closed };
                     self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
-                    self.registry.deliver(message.get_channel_name(), message.get_payload_bytes());
+                    self.dispatch(message.get_channel_name(), message.get_payload_bytes());
                 }
                 first = self.dirty.recv() => {
                     let Some(first) = first else { return Lost::Shutdown };
@@ -134,6 +142,23 @@ impl Subscriber {
         }
     }
 
+    /// Where one pub/sub message goes.
+    fn dispatch(&self, channel: &str, payload: &[u8]) {
+        if self.heartbeat.as_ref().is_some_and(|h| h.is(payload)) {
+            return;
+        }
+        if channel == self.session_ends.channel().as_str() {
+            self.session_ends.announce(payload);
+            return;
+        }
+        self.registry.deliver(channel, payload);
+    }
+
+    /// Whether Redis should deliver `channel` to this process.
+    fn is_wanted(&self, channel: &ChannelName) -> bool {
+        channel == self.session_ends.channel() || self.registry.is_wanted(channel)
+    }
+
     /// Brings Redis' subscriptions for `changed` in line with the registry.
     async fn reconcile(
         &self,
@@ -144,7 +169,7 @@ impl Subscriber {
         let mut to_subscribe = Vec::new();
         let mut to_unsubscribe = Vec::new();
         for channel in changed {
-            let wanted = self.registry.is_wanted(&channel);
+            let wanted = self.is_wanted(&channel);
             if wanted && !subscribed.contains(&channel) {
                 to_subscribe.push(channel);
             } else if !wanted && subscribed.contains(&channel) {
