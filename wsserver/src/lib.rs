@@ -44,6 +44,8 @@ pub mod server;
 pub mod session_end;
 pub mod store;
 pub mod subscriber;
+#[cfg(test)]
+mod test_redis;
 pub mod upgrade;
 pub mod write_loop;
 pub mod writer;

@@ -211,3 +211,102 @@ async fn next_message(stream: &mut redis::aio::PubSubStream) -> Option<redis::Ms
     use futures_core::Stream;
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Batch, Outbox};
+    use crate::registry::Member;
+    use crate::session_end::SESSION_ENDED;
+    use crate::test_redis::TestRedis;
+    use protocol::SessionKey;
+
+    async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(conn).await.unwrap();
+        n
+    }
+
+    fn taken(outbox: &Outbox) -> Batch {
+        let mut batch = Batch::default();
+        outbox.take_batch(&mut batch, usize::MAX);
+        batch
+    }
+
+    #[tokio::test]
+    async fn subscribes_delivers_routes_control_traffic_and_unsubscribes() {
+        let redis = TestRedis::start().await;
+        let metrics = Arc::new(Metrics::default());
+        let (registry, dirty) = Registry::new(metrics.clone(), 1).unwrap();
+        let session_ends = SessionEnds::new(ChannelName::from_redis("revocations"));
+        let cancel = CancellationToken::new();
+        let (first, connected) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(
+            Subscriber {
+                client: redis.client.clone(),
+                registry: registry.clone(),
+                dirty,
+                heartbeat: Heartbeat::new(Some("--heartbeat--"), Duration::from_secs(5)),
+                session_ends: session_ends.clone(),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+                first_connected: Some(first),
+            }
+            .run(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), connected).await.unwrap().unwrap();
+        let mut conn = redis.connection().await;
+        assert_eq!(subscribers(&mut conn, "revocations").await, 1, "the revocations channel is always subscribed");
+
+        // The first joiner waits until Redis confirmed the subscription.
+        let outbox = Outbox::for_test(16);
+        let (membership, waits) = registry.join(
+            1,
+            Member { outbox: outbox.clone(), echo_filter: None },
+            vec![ChannelName::from_redis("news")],
+        );
+        for wait in waits {
+            tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap().unwrap();
+        }
+        assert_eq!(subscribers(&mut conn, "news").await, 1);
+        let _tracking = session_ends.track(1, SessionKey::parse("sessiona").unwrap(), &outbox);
+
+        // The heartbeat is dropped, a message is delivered; Redis keeps their order.
+        let publish =
+            |channel: &'static str, payload: &'static str| redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        let _: i64 = publish("news", "--heartbeat--").query_async(&mut conn).await.unwrap();
+        let _: i64 = publish("news", "hello").query_async(&mut conn).await.unwrap();
+        let mut frames = Vec::new();
+        TestRedis::until("the message arrives", || {
+            frames.extend(taken(&outbox).frames);
+            let done = !frames.is_empty();
+            async move { done }
+        })
+        .await;
+        assert_eq!(frames, [crate::frame::text(b"hello")], "the heartbeat is never delivered");
+        assert_eq!(metrics.redis_messages.load(Ordering::Relaxed), 2);
+
+        // A session-end announcement closes the session's sockets and is not delivered.
+        let _: i64 = publish("revocations", "sessiona").query_async(&mut conn).await.unwrap();
+        let mut close = None;
+        TestRedis::until("the session's socket is closed", || {
+            let batch = taken(&outbox);
+            assert!(batch.frames.is_empty(), "an announcement is not a message");
+            close = close.or(batch.close);
+            let done = close.is_some();
+            async move { done }
+        })
+        .await;
+        assert_eq!(close, Some(SESSION_ENDED));
+
+        // The last member leaving ends the subscription.
+        drop(membership);
+        let check = redis.connection().await;
+        TestRedis::until("news is unsubscribed", || {
+            let mut conn = check.clone();
+            async move { subscribers(&mut conn, "news").await == 0 }
+        })
+        .await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    }
+}

@@ -282,7 +282,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overflow_closes_as_slow_consumer_and_is_counted() {
+    fn every_overflow_closes_as_slow_consumer_and_is_counted_whoever_pushed() {
         let o = Outbox::for_test(2);
         assert_eq!(o.push(Bytes::from_static(b"1")), Pushed::Queued);
         assert_eq!(o.push(Bytes::from_static(b"2")), Pushed::Queued);
