@@ -3,43 +3,24 @@
 //! task) and the write loop ([`crate::write_loop`], its own task). Kernel writes only happen in
 //! [`crate::writer`]; everything else reaches the socket through its outbox.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::{Facility, Flags, Identity};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+pub use crate::close::GOING_AWAY;
+use crate::close::NORMAL;
 use crate::frame_reader::FrameReader;
+pub use crate::join::Socket;
 use crate::join::{join, replay};
-use crate::outbox::CloseReason;
+use crate::keepalive::Liveness;
 use crate::publisher::Publisher;
 use crate::read_loop::read_loop;
 use crate::write_loop::write_loop;
 use crate::writer::SocketWriter;
-
-/// Close sent to every socket on shutdown.
-pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
-/// Close for a peer that stopped answering pings.
-pub const PING_TIMEOUT: CloseReason = CloseReason { code: 1011, reason: "no answer to ping" };
-/// Close when Redis cannot take a client's message or confirm a subscription.
-pub const REDIS_UNAVAILABLE: CloseReason = CloseReason { code: 1013, reason: "redis unavailable, try again later" };
-const NORMAL: CloseReason = CloseReason { code: 1000, reason: "" };
-
-/// What the handshake resolved for this socket.
-pub struct Socket {
-    pub facility: Facility,
-    pub flags: Flags,
-    pub identity: Identity,
-}
-
-/// State the read and write loops share.
-pub struct Liveness {
-    /// `Registry::now_us` of the last frame received from the client.
-    pub last_heard_us: AtomicU64,
-}
 
 /// Serves one upgraded socket until it closes. `read_ahead` holds what the client sent after
 /// its upgrade request in the same read. `guards` (the connection permit and the per-address
@@ -80,22 +61,4 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: TcpStream, read_ahe
     let _ = writer.await;
     drop(joined);
     drop(guards);
-}
-
-/// Counts the socket in the open-socket gauge for as long as it lives.
-/// Also removes the socket from [`App::sockets`].
-pub struct OpenGauge(Arc<App>, u64);
-
-impl OpenGauge {
-    pub fn new(app: Arc<App>, id: u64) -> OpenGauge {
-        app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
-        OpenGauge(app, id)
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.sockets.remove(self.1);
-        self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
-    }
 }

@@ -8,17 +8,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::ChannelName;
+use protocol::{ChannelName, Facility, Flags, Identity};
 use tokio::sync::oneshot;
 
 use crate::app::App;
-use crate::connection::{OpenGauge, Socket, REDIS_UNAVAILABLE};
+use crate::close::REDIS_UNAVAILABLE;
 use crate::echo_filter::EchoFilter;
 use crate::frame;
 use crate::outbox::Outbox;
 use crate::presence::PresenceGuard;
 use crate::registry::{Member, Membership};
 use crate::session_end::SessionTracking;
+
+/// What the handshake resolved for a socket.
+pub struct Socket {
+    pub facility: Facility,
+    pub flags: Flags,
+    pub identity: Identity,
+}
 
 /// A socket's place in the registry, presence and the session-end list, and what it publishes
 /// to. Fields drop in order: presence is left before the channels.
@@ -91,5 +98,23 @@ pub async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>
             tracing::warn!("replay failed: {e}");
             joined.outbox.close_now(REDIS_UNAVAILABLE);
         }
+    }
+}
+
+/// Counts the socket in the open-socket gauge for as long as it lives.
+/// Also removes the socket from [`App::sockets`].
+struct OpenGauge(Arc<App>, u64);
+
+impl OpenGauge {
+    fn new(app: Arc<App>, id: u64) -> OpenGauge {
+        app.metrics.sockets_open.fetch_add(1, Ordering::Relaxed);
+        OpenGauge(app, id)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.sockets.remove(self.1);
+        self.0.metrics.sockets_open.fetch_sub(1, Ordering::Relaxed);
     }
 }

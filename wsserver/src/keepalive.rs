@@ -8,11 +8,18 @@
 //! [`Keepalive::on_timer`]. A delivery never re-arms the timer: a later last write only
 //! postpones the heartbeat, which the next firing notices.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::heartbeat::Heartbeat;
+
+/// What the read loop tells the write loop: shared by a socket's two halves.
+pub struct Liveness {
+    /// [`crate::clock::Clock`] time of the last frame received from the client.
+    pub last_heard_us: AtomicU64,
+}
 
 /// The configured intervals, borrowed per call (nothing of it is stored per socket).
 #[derive(Clone, Copy)]

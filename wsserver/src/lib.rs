@@ -14,7 +14,8 @@
 //! 6. [`connection`]: the socket's life: [`join`] (registry, presence, session ends, replay of
 //!    persisted messages), [`read_loop`] (client frames, [`publisher`]) and the write loop.
 //!
-//! [`clock`] (socket ids and delivery stamps) and [`metrics`] are shared by all steps.
+//! [`clock`] (socket ids and delivery stamps), [`close`] (every close code the server sends)
+//! and [`metrics`] are shared by all steps.
 //! The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
 
 pub mod access;
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod app;
 pub mod auth_callback;
 pub mod clock;
+pub mod close;
 pub mod config;
 pub mod connection;
 pub mod echo_filter;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use protocol::ChannelName;
 
 use crate::app::App;
-use crate::connection::REDIS_UNAVAILABLE;
+use crate::close::REDIS_UNAVAILABLE;
 use crate::echo_filter::EchoFilter;
 use crate::outbox::Outbox;
 

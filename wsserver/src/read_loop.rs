@@ -9,9 +9,9 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::connection::Liveness;
 use crate::frame::{self, OpCode};
 use crate::frame_reader::{FrameReader, Message, ReadError};
+use crate::keepalive::Liveness;
 use crate::outbox::CloseReason;
 use crate::publisher::Publisher;
 

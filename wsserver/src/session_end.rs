@@ -9,10 +9,8 @@ use std::sync::{Arc, Mutex};
 use protocol::{ChannelName, SessionKey};
 
 use crate::clock::SocketId;
-use crate::outbox::{CloseReason, Outbox};
-
-/// Close for sockets whose login session ended (logout, account deleted).
-pub const SESSION_ENDED: CloseReason = CloseReason { code: 1008, reason: "session ended" };
+pub use crate::close::SESSION_ENDED;
+use crate::outbox::Outbox;
 
 /// The sockets of logged-in sessions, by session. A std `Mutex`: touched once per connect and
 /// disconnect of a logged-in socket and per announcement, never held across `.await`.
@@ -84,6 +82,7 @@ impl Drop for SessionTracking {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::close::CloseReason;
     use crate::outbox::Batch;
 
     fn closed_with(outbox: &Outbox) -> Option<CloseReason> {

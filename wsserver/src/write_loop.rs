@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::connection::{Liveness, PING_TIMEOUT};
+use crate::close::PING_TIMEOUT;
 use crate::frame::{self, OpCode};
-use crate::keepalive::{Keepalive, Tick};
+use crate::keepalive::{Keepalive, Liveness, Tick};
 use crate::outbox::{Batch, Outbox};
 use crate::writer::SocketWriter;
 

@@ -27,15 +27,7 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::writer::SocketWriter;
 
-/// Close code and reason for a socket whose queue overflowed.
-pub const SLOW_CONSUMER: CloseReason = CloseReason { code: 1008, reason: "slow consumer: outgoing queue full" };
-
-/// Why and how a socket is being closed by the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
+pub use crate::close::{CloseReason, SLOW_CONSUMER};
 
 /// Pending control frames beyond this drop the oldest (a client flooding pings gets fewer pongs).
 const MAX_CONTROL: usize = 32;
