@@ -160,6 +160,9 @@ impl Registry {
 
     /// Fans one Redis message out: encodes it once and hands the same bytes for every member,
     /// except members whose own publish this is, to the fan-out. Returns the number of sockets.
+    /// This is the one place a Redis message becomes a frame: a message that needs a different
+    /// frame per kind of member would be decoded here once and each frame handed to its
+    /// members' part of the split.
     pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
         let arrived_us = self.now_us();
         let mut split = self.fanout.split();
