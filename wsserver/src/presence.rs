@@ -53,6 +53,9 @@ enum Change {
     Leave(Facility, Name),
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Handle the sockets use; cheap to clone.
 #[derive(Clone)]
 pub struct Presence {

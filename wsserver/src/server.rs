@@ -45,13 +45,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     config.validate()?;
     let client = service::redis_link::client(&config.redis_url)?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(
-        metrics.clone(),
-        config.heartbeat.as_deref(),
-        config.key_prefix().session_revocations(),
-        crate::fanout::Fanout::shards_for(config.fanout_threads),
-    )
-    .map_err(RunError::Threads)?;
+    let (registry, dirty) = Registry::new(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads))
+        .map_err(RunError::Threads)?;
+    let heartbeat = crate::heartbeat::Heartbeat::new(config.heartbeat.as_deref(), config.heartbeat_interval);
+    let session_ends = crate::session_end::SessionEnds::new(config.key_prefix().session_revocations());
     let store = Store::new(client.clone())?;
     let prefix = config.key_prefix();
     let (presence, recorder) = PresenceRecorder::new(
@@ -82,7 +79,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         sockets: Default::default(),
         tracker: TaskTracker::new(),
         draining: AtomicBool::new(false),
-        heartbeat_frame: config.heartbeat.as_deref().map(|h| crate::frame::text(h.as_bytes())),
+        heartbeat: heartbeat.clone(),
+        session_ends: session_ends.clone(),
         config,
     });
 
@@ -93,6 +91,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             client,
             registry,
             dirty,
+            heartbeat,
+            session_ends,
             metrics,
             cancel: background.clone(),
             first_connected: Some(first_connected),
