@@ -40,7 +40,6 @@ pub mod outbox;
 pub mod presence;
 pub mod publisher;
 pub mod read_loop;
-pub mod reconnect;
 pub mod registry;
 pub mod server;
 pub mod session_end;

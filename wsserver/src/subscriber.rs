@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
-use crate::reconnect::Backoff;
 use crate::registry::{DirtyChannels, Registry};
 use crate::session_end::SessionEnds;
+use service::reconnect::Backoff;
 
 /// How long a Redis command on the pub/sub connection may take before the connection is
 /// declared dead.
