@@ -126,17 +126,18 @@ DEB2=$WORK/share/crier_${VERSION}-2_${ARCH}.deb
 mkdir -p "$WORK/share"
 cp scripts/lib/ws-probe.py "$WORK/share/"
 
-# The debug binaries, packaged as they are (cargo-deb warns that the dev profile is unusual), and
-# the same package as revision 2 for the upgrade check.
+# The debug binaries (stripped by cargo-deb, which warns that the dev profile is unusual), without
+# the dbgsym package and with fast compression; and the same package as revision 2 for the
+# upgrade check.
 build_debs() {
     local dir
     dir=$(mktemp -d "$WORK/target.XXXXXX")
     mkdir -p "$dir/debug"
     ln -s "$BIN_DIR/webserver" "$BIN_DIR/wsserver" "$dir/debug/"
-    CARGO_TARGET_DIR=$dir cargo deb -p crier-wsserver --profile dev --no-build --quiet \
-        --output "$DEB" &&
-        CARGO_TARGET_DIR=$dir cargo deb -p crier-wsserver --profile dev --no-build --quiet \
-            --deb-revision 2 --output "$DEB2"
+    CARGO_TARGET_DIR=$dir cargo deb -p crier-wsserver --profile dev --no-build --no-dbgsym --fast \
+        --quiet --output "$DEB" &&
+        CARGO_TARGET_DIR=$dir cargo deb -p crier-wsserver --profile dev --no-build --no-dbgsym \
+            --fast --quiet --deb-revision 2 --output "$DEB2"
 }
 check "cargo deb builds crier_${VERSION}-1_${ARCH}.deb (and revision 2)" build_debs
 [[ -f $DEB && -f $DEB2 ]] || finish
@@ -314,6 +315,8 @@ check "configure: certificate, nginx site enabled (nginx -t), an edit to wsserve
 
 # --- start: Type=notify --------------------------------------------------------------------------
 
+# dpkg_field FIELD: the installed crier package's FIELD, as dpkg-query shows it
+dpkg_field() { in_ct dpkg-query -W -f="\${$1}" crier; }
 prop() { in_ct systemctl show -P "$2" "$1"; } # prop UNIT PROPERTY: one property's value
 main_pid() { prop "$1" MainPID; }
 start_ready() {
@@ -439,8 +442,7 @@ upgrade() {
     ws_before=$(main_pid crier-wsserver)
     inst_before=$(main_pid crier-wsserver@8082)
     apt_in_ct install "/mnt/crier/$(basename "$DEB2")" || return 1
-    # shellcheck disable=SC2016  # a dpkg-query format, not a shell expansion
-    [[ $(in_ct dpkg-query -W -f='${Version}' crier) == "${VERSION}-2" ]] || { echo "not upgraded"; return 1; }
+    [[ $(dpkg_field Version) == "${VERSION}-2" ]] || { echo "not upgraded"; return 1; }
     in_ct grep -qx 'CRIER_DRAIN_DEADLINE=5s' /etc/crier/wsserver.env || { echo "the operator's edit is lost"; return 1; }
     [[ $(in_ct cat /etc/crier/publish-token.env) == "$token_before" ]] || { echo "the token changed"; return 1; }
     local stray
@@ -454,18 +456,35 @@ upgrade() {
 }
 check "upgrade to -2: conffile edits and the token kept, running units (and instances) restarted" upgrade
 
-# --- purge -----------------------------------------------------------------------------------------
+# --- remove, then purge -----------------------------------------------------------------------
+
+FILES=$(in_ct dpkg-query -L crier | grep -v -e '^/\.$' -e '^/usr$' -e '^/usr/bin$' -e '^/usr/lib$' \
+    -e '^/usr/lib/systemd$' -e '^/usr/lib/systemd/system$' -e '^/usr/share$' -e '^/usr/share/doc$' \
+    -e '^/etc$' -e '^/etc/nginx$' -e '^/etc/nginx/sites-available$')
+remove() {
+    # An instance enabled by the operator: its link must go with the purge.
+    in_ct systemctl enable crier-wsserver@8082 2>&1 || return 1
+    apt_in_ct remove crier || return 1
+    local left
+    left=$(in_ct pgrep -a -f '/usr/bin/crier-')
+    [[ -z $left ]] || { echo "processes:"; echo "$left"; return 1; }
+    # Listed still, as "masked" (deb-systemd-helper, until the purge) or "not-found" (the enabled
+    # instance), but none active, starting or failed.
+    left=$(in_ct systemctl list-units --all --plain --no-legend 'crier*' | grep -v ' inactive dead ')
+    [[ -z $left ]] || { echo "units not stopped:"; echo "$left"; return 1; }
+    [[ $(dpkg_field db:Status-Abbrev) == "rc " ]] || { echo "not in state rc"; return 1; }
+    in_ct grep -qx 'CRIER_DRAIN_DEADLINE=5s' /etc/crier/wsserver.env || { echo "conffile gone on remove"; return 1; }
+    in_ct test -f /etc/crier/publish-token.env || { echo "token gone on remove"; return 1; }
+    in_ct test ! -e /usr/bin/crier-wsserver || { echo "binary left"; return 1; }
+}
+check "apt-get remove crier: every unit stopped (instances too), none failed; configuration kept" remove
 
 purge() {
-    local files left
-    files=$(in_ct dpkg-query -L crier | grep -v -e '^/\.$' -e '^/usr$' -e '^/usr/bin$' -e '^/usr/lib$' \
-        -e '^/usr/lib/systemd$' -e '^/usr/lib/systemd/system$' -e '^/usr/share$' -e '^/usr/share/doc$' \
-        -e '^/etc$' -e '^/etc/nginx$' -e '^/etc/nginx/sites-available$')
-    in_ct systemctl enable crier-wsserver@8082 2>&1 || return 1
+    local left
     apt_in_ct purge crier || return 1
     # The test's own certificate is not the package's.
     in_ct rm -rf /etc/letsencrypt/live/crier.example.com
-    left=$(for f in $files; do in_ct test -e "$f" -o -L "$f" && echo "$f"; done)
+    left=$(for f in $FILES; do in_ct test -e "$f" -o -L "$f" && echo "$f"; done)
     [[ -z $left ]] || { echo "package files left:"; echo "$left"; return 1; }
     left=$(in_ct find /etc /usr /var /srv /opt /run -not -path '/var/log/*' \
         \( -name 'crier*' -o -name '*[-_.@]crier*' \) 2>/dev/null)
@@ -474,12 +493,11 @@ purge() {
     [[ -z $left ]] || { echo "units still loaded:"; echo "$left"; return 1; }
     left=$(in_ct systemctl list-unit-files --plain --no-legend 'crier*')
     [[ -z $left ]] || { echo "unit files:"; echo "$left"; return 1; }
-    left=$(in_ct pgrep -a -f '/usr/bin/crier-')
-    [[ -z $left ]] || { echo "processes:"; echo "$left"; return 1; }
     left=$(in_ct sh -c 'getent passwd | grep -i crier; getent group | grep -i crier')
     [[ -z $left ]] || { echo "users or groups:"; echo "$left"; return 1; }
+    [[ -z $(dpkg_field db:Status-Abbrev 2>/dev/null) ]] || { echo "still known to dpkg"; return 1; }
     in_ct nginx -t 2>&1
 }
-check "apt-get purge crier: no unit, process, user, file or nginx link left; nginx -t still passes" purge
+check "apt-get purge crier: no unit, user, file, enablement or nginx link left; nginx -t still passes" purge
 
 finish
