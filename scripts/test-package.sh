@@ -227,9 +227,10 @@ log "booting the container $MACHINE"
     </dev/null >"$BOOT_LOG" 2>&1 &
 NSPAWN_PID=$!
 
-# The container's PID 1 (systemd) is the child of the nspawn process.
+# The container's PID 1 is the nspawn process's child named systemd (nspawn's short-lived
+# intermediate child, which sets up the mounts first, is not).
 for _ in $(seq 1 300); do
-    CT_PID=$(pgrep -P "$NSPAWN_PID" | head -n 1)
+    CT_PID=$(pgrep -x -P "$NSPAWN_PID" systemd | head -n 1)
     if [[ -n $CT_PID ]] || ! kill -0 "$NSPAWN_PID" 2>/dev/null; then
         break
     fi
