@@ -2,7 +2,9 @@
 # Run the Autobahn|Testsuite fuzzing client against wsserver in its echo test mode, and fail
 # unless every case is OK, NON-STRICT or INFORMATIONAL (see autobahn/README.md).
 #
-# Usage: scripts/autobahn.sh
+# Usage: scripts/autobahn.sh [--install]
+#
+#   --install   only make sure wstest is installed (scripts/test.sh does this before the suite)
 #
 # Environment:
 #   AUTOBAHN_CASES      comma-separated case patterns to run (default: *)
@@ -15,7 +17,8 @@
 #   AUTOBAHN_VENV       where wstest is installed (default: target/autobahn-venv)
 #
 # Exit status: 0 all cases passed, 1 some case failed (listed), 2 usage/setup error,
-# 3 wstest cannot be installed here (no Python 2.7, or the install failed).
+# 3 wstest cannot be installed here (no Python 2.7, or its install from PyPI failed). The test
+# suite fails on 3 unless CRIER_TEST_SKIP_AUTOBAHN=1 (tests/tests/conformance.rs).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -23,6 +26,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=lib/free-port.sh
 source "$ROOT/scripts/lib/free-port.sh"
+# shellcheck source=lib/deps.sh
+source "$ROOT/scripts/lib/deps.sh"
+
+INSTALL_ONLY=0
+case ${1:-} in
+    --install) INSTALL_ONLY=1 ;;
+    '') ;;
+    *) printf 'usage: scripts/autobahn.sh [--install]\n' >&2; exit 2 ;;
+esac
 
 CASES=${AUTOBAHN_CASES:-*}
 EXCLUDE=${AUTOBAHN_EXCLUDE:-12.*,13.*}
@@ -32,16 +44,21 @@ VENV=${AUTOBAHN_VENV:-$ROOT/target/autobahn-venv}
 
 log() { printf '[autobahn] %s\n' "$*" >&2; }
 
+is_python27() {
+    [[ -n $1 && -x $1 ]] && "$1" -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null
+}
+
 find_python2() {
     local candidate
     if [[ -n ${AUTOBAHN_PYTHON2:-} ]]; then
+        is_python27 "$AUTOBAHN_PYTHON2" || return 1
         printf '%s\n' "$AUTOBAHN_PYTHON2"
         return
     fi
     for candidate in "$(command -v python2.7 || true)" \
         "${PYENV_ROOT:-$HOME/.pyenv}"/versions/2.7*/bin/python2.7 /usr/bin/python2.7 \
         /usr/local/bin/python2.7; do
-        if [[ -n $candidate && -x $candidate ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null; then
+        if is_python27 "$candidate"; then
             printf '%s\n' "$candidate"
             return
         fi
@@ -56,7 +73,8 @@ ensure_wstest() {
     fi
     local py
     if ! py=$(find_python2); then
-        log "Python 2.7 not found (set AUTOBAHN_PYTHON2); wstest needs it"
+        log "Python 2.7 not found${AUTOBAHN_PYTHON2:+ at AUTOBAHN_PYTHON2=$AUTOBAHN_PYTHON2}; wstest needs it"
+        log "(Debian does not package it: 'pyenv install 2.7.18', or set AUTOBAHN_PYTHON2)"
         exit 3
     fi
     log "installing wstest with $py into $VENV"
@@ -65,7 +83,7 @@ ensure_wstest() {
     if ! "$py" -m pip install --quiet --disable-pip-version-check --target "$VENV.bootstrap" 'virtualenv<20.22' >&2 ||
         ! PYTHONPATH=$VENV.bootstrap "$py" -m virtualenv --quiet "$VENV" >&2 ||
         ! "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/autobahn/requirements.txt" >&2; then
-        log "installing wstest failed"
+        log "installing wstest failed (is PyPI reachable? pip's messages are above)"
         rm -rf "$VENV"
         exit 3
     fi
@@ -77,7 +95,13 @@ json_list() {
     python3 -c 'import json, sys; print(json.dumps([c.strip() for c in sys.argv[1].split(",") if c.strip()]))' "$1"
 }
 
+# python3 runs the case-list conversion, the readiness probe and the report check.
+ensure_packages python3 || { log "could not install python3"; exit 2; }
 ensure_wstest
+if [[ $INSTALL_ONLY -eq 1 ]]; then
+    log "wstest is installed in $VENV"
+    exit 0
+fi
 
 if [[ -n ${CRIER_WSSERVER_BIN:-} ]]; then
     WSSERVER=$CRIER_WSSERVER_BIN
@@ -104,7 +128,7 @@ trap cleanup EXIT
 
 read -r PORT ADMIN_PORT < <(free_ports 2)
 # The echo facility needs no Redis; nothing listens on this socket, and wsserver keeps
-# retrying in the background (readiness stays 503, liveness is what we wait for).
+# retrying in the background (readiness stays 503, liveness is what this waits for).
 "$WSSERVER" \
     --listen "127.0.0.1:$PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" \

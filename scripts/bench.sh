@@ -184,7 +184,7 @@ stop_system() {
 # Redis connections held by wsserver (Crier) right now, in REDIS_CONNS: its sockets to
 # 127.0.0.1:REDIS_PORT that it opened itself. This runs while the system is measured, so it must
 # cost next to nothing: `ss -p` would read every descriptor of every process (about 0.15 s of
-# CPU per call with 10,000 clients, which earlier runs spent during Crier's measurements only).
+# CPU per call with 10,000 clients, spent during Crier's measurements only).
 # Instead one kernel-filtered query lists the sockets to Redis with their inodes, and an inode
 # not seen before is attributed once, by looking for it among wsserver's descriptors
 # (REDIS_INODE_OWNER caches the answer: 1 wsserver's, 0 another process's). A client socket

@@ -51,7 +51,7 @@ take the default shown here.
 
 | option | effect |
 | --- | --- |
-| `--check` | validate the configuration, print it with secrets masked (Redis password, publish token), exit. The systemd units run it as `ExecStartPre=`. |
+| `--check` | validate the configuration, print it with secrets masked (publish token; passwords and query values of the Redis and auth-callback URLs), exit. The systemd units run it as `ExecStartPre=`. |
 | `--log-format text\\|json` | `CRIER_LOG_FORMAT`; text under systemd has no timestamps (the journal adds them); `RUST_LOG` filters (default `info`). |
 | `--version`, `-V` | print the version and exit. |
 | `--help`, `-h` | print every option (the source of this page). |

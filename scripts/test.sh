@@ -16,6 +16,8 @@
 #   CRIER_TEST_NGINX          path of the nginx binary (found in PATH or /usr/sbin)
 #   CRIER_TEST_REDIS_SERVER   path of the redis-server binary
 #   CRIER_TEST_CHROMIUM       path of the chromium binary (browser tests)
+#
+# CRIER_TEST_SKIP_AUTOBAHN=1 skips the Autobahn conformance subset (and installing wstest).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -67,6 +69,16 @@ if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
     }
     ensure_cargo_deb || {
         log "error: could not install cargo-deb"
+        exit 1
+    }
+fi
+
+# The Autobahn conformance subset (tests/tests/conformance.rs) needs wstest, which
+# scripts/autobahn.sh installs into target/autobahn-venv (Python 2.7 and PyPI). Where that is
+# impossible, CRIER_TEST_SKIP_AUTOBAHN=1 skips the subset; otherwise it is a failure.
+if [[ "${CRIER_TEST_SKIP_AUTOBAHN:-0}" != 1 ]]; then
+    scripts/autobahn.sh --install || {
+        log "error: could not install wstest; set CRIER_TEST_SKIP_AUTOBAHN=1 to run the suite without the Autobahn subset"
         exit 1
     }
 fi

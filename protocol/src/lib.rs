@@ -20,4 +20,4 @@ pub use identity::Identity;
 pub use keys::{ChannelName, KeyPrefix};
 pub use name::{Name, NameError, SessionKey};
 pub use publish::{PublishError, PublishRequest};
-pub use session::SessionRecord;
+pub use session::{SessionRecord, SESSION_COOKIE};

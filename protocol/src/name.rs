@@ -8,8 +8,10 @@ use std::fmt;
 #[serde(transparent)]
 pub struct Name(String);
 
-/// A session key (the value of the `sessionid` cookie), with the same rules as [`Name`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+/// A session key (the value of the `sessionid` cookie), with the same rules as [`Name`]. It is
+/// a bearer secret: its `Debug` form is masked so a stray `{:?}` cannot log it; `Display` and
+/// [`SessionKey::as_str`] give the value where it must go (cookies, Redis keys).
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct SessionKey(String);
 
@@ -76,6 +78,12 @@ impl fmt::Display for Name {
     }
 }
 
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(****)")
+    }
+}
+
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -109,6 +117,7 @@ mod tests {
         assert_eq!(Name::parse(""), Err(NameError::Empty));
         assert!(Name::parse(&"x".repeat(151)).is_err());
         assert!(SessionKey::parse("abc;def").is_err());
-        assert!(SessionKey::parse("wnqd0gbw5obpnj50zwh6yaq2yz4o8g9x").is_ok());
+        let key = SessionKey::parse("wnqd0gbw5obpnj50zwh6yaq2yz4o8g9x").unwrap();
+        assert_eq!(format!("{key:?}"), "SessionKey(****)", "a bearer secret is never debug-printed");
     }
 }

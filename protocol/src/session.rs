@@ -3,6 +3,10 @@
 use crate::identity::Identity;
 use crate::name::{Name, SessionKey};
 
+/// Name of the cookie carrying the session key: Django's default, which ws4redis reads, so a
+/// Django site and Crier share sessions. webserver sets it, wsserver reads it.
+pub const SESSION_COOKIE: &str = "sessionid";
+
 /// Stored as JSON under [`crate::KeyPrefix::session_record`], with a TTL.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {

@@ -1,18 +1,6 @@
-//! HTTP pieces both binaries share: cookie lookup and the small admin listener loop.
+//! HTTP pieces both binaries share: cookie lookup and the bearer token.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{header, HeaderMap, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use hyper::{header, HeaderMap};
 
 /// The value of cookie `name` in the request's `Cookie` headers (quotes stripped; empty values
 /// count as absent).
@@ -28,37 +16,50 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Serves a small admin handler (metrics, health) on `listener` until `cancel` fires.
-pub async fn serve_admin<F, Fut>(listener: TcpListener, cancel: CancellationToken, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
-{
-    loop {
-        let (stream, _) = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service_fn(handler))
-                .await;
-        });
+/// Why a request carries no usable bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("missing Authorization: Bearer <token> header")]
+    Missing,
+    #[error("Authorization header must be 'Bearer <token>'")]
+    NotBearer,
+}
+
+/// The token of the request's `Authorization: Bearer <token>` header. The scheme is matched
+/// case-insensitively (RFC 7235 §2.1) and the token trimmed; an empty token is `NotBearer`.
+/// Compare the result in constant time.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(BearerError::Missing)?;
+    let value = value.to_str().map_err(|_| BearerError::NotBearer)?.trim_start();
+    let (scheme, token) = value.split_once(' ').ok_or(BearerError::NotBearer)?;
+    let token = token.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+        Ok(token)
+    } else {
+        Err(BearerError::NotBearer)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn authorization(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR   s3cret  "] {
+            assert_eq!(bearer_token(&authorization(value)), Ok("s3cret"), "{value}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), Err(BearerError::Missing));
+        for value in ["Basic czNjcmV0", "Bearer", "Bearer   ", "Bearers3cret", "s3cret"] {
+            assert_eq!(bearer_token(&authorization(value)), Err(BearerError::NotBearer), "{value}");
+        }
+    }
 
     #[test]
     fn finds_cookies() {

@@ -19,13 +19,16 @@ pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
     redis::Client::open(info)
 }
 
-/// A command connection that connects lazily, so a process starts while Redis is down.
+/// A command connection that connects lazily, so a process starts while Redis is down. It
+/// reconnects with the delays of [`crate::reconnect`], one retry per failed command.
 pub fn command_connection(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
+        .set_min_delay(crate::reconnect::MIN_DELAY)
+        .set_exponent_base(crate::reconnect::FACTOR as f32)
+        .set_max_delay(crate::reconnect::MAX_DELAY);
     ConnectionManager::new_lazy_with_config(client, config)
 }
 

@@ -72,6 +72,18 @@ async fn presence_lists_users_and_publishes_join_and_leave_once_per_user() {
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.json()["users"], json!(["ann", "bob"]));
+    // The auth scheme is case-insensitive (RFC 7235), as on POST /api/publish.
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} {}", stack.publish_token());
+        let response = http::request(
+            Method::GET,
+            &stack.front_url("/api/presence/lobby"),
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{scheme}: {}", response.body);
+    }
     for headers in [vec![], vec![("authorization", "Bearer wrong-token")], vec![("cookie", "sessionid=not-a-session")]]
     {
         let response =

@@ -15,6 +15,7 @@ const FAST_CLIENTS: usize = 3;
 const BEFORE: usize = 30;
 /// Most messages published while waiting for the slow consumer to be closed (~50 MB).
 const MAX_DURING: usize = 400;
+/// Pause between publications: the stream is paced so that latency, not backlog, is measured.
 const GAP: Duration = Duration::from_millis(15);
 
 /// `lat:<seq>:<micros since epoch>|` padded to MESSAGE_BYTES.
@@ -86,7 +87,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
     for _ in 0..BEFORE {
         stack.redis.publish(&channel, &message(seq, epoch)).await;
         seq += 1;
-        tokio::time::sleep(GAP).await;
+        tokio::time::sleep(GAP).await; // the paced stream under test, see GAP
     }
     let before_end = seq;
 
@@ -111,7 +112,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
     for i in 0..MAX_DURING {
         stack.redis.publish(&channel, &message(seq, epoch)).await;
         seq += 1;
-        tokio::time::sleep(GAP).await;
+        tokio::time::sleep(GAP).await; // the paced stream under test, see GAP
         if i % 5 == 4 && stack.metric("crier_ws_slow_consumer_closes_total").await > Some(closes_before) {
             closed_after = Some(i + 1);
             break;
@@ -131,7 +132,7 @@ async fn reader_that_stops_is_closed_as_slow_consumer_without_slowing_the_others
     for _ in 0..10 {
         stack.redis.publish(&channel, &message(seq, epoch)).await;
         seq += 1;
-        tokio::time::sleep(GAP).await;
+        tokio::time::sleep(GAP).await; // the paced stream under test, see GAP
     }
     let during_end = seq;
     stack.redis.publish(&channel, &message(usize::MAX, epoch)).await;

@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "CRIER_WEBSOCKET_URL", default_value = "")]
     pub websocket_url: String,
 
+    /// Proxies (comma-separated IPs) whose X-Forwarded-Proto (and other forwarded headers) are
+    /// believed, e.g. to mark cookies Secure behind TLS; other peers' forwarded headers are
+    /// ignored. nginx on the same host is 127.0.0.1.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Heartbeat string the pages' JS client sends and expects (must match wsserver's).
     #[arg(long, env = "CRIER_HEARTBEAT", allow_hyphen_values = true)]
     pub heartbeat: Option<String>,
@@ -187,7 +193,8 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut shown = self.clone();
         shown.publish_token = shown.publish_token.map(|_| "****".to_owned());
-        service::redact::mask_redis_password(format!("{shown:#?}"), &self.redis_url)
+        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        format!("{shown:#?}")
     }
 }
 

@@ -73,7 +73,8 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Bo
 
 pub use service::http::cookie;
 
-/// True when the client reached us over TLS (directly or as nginx reports it).
+/// True when the client reached us over TLS, as a trusted proxy reports it in
+/// `X-Forwarded-Proto` ([`crate::routes::route`] drops the header from any other peer).
 pub fn is_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")

@@ -4,12 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use service::reconnect::Backoff;
+use service::serve::{serve, ConnOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::config::Config;
@@ -47,17 +45,17 @@ pub async fn run_with_admin(
     let cancel = CancellationToken::new();
     let admin_task = admin.map(|admin| {
         let app = app.clone();
-        tokio::spawn(service::http::serve_admin(admin, cancel.clone(), move |req| {
-            crate::routes::admin(app.clone(), req)
+        let options = ConnOptions::default();
+        tokio::spawn(serve(admin, options, cancel.clone().cancelled_owned(), move |_, req| {
+            crate::api::health::admin(app.clone(), req)
         }))
     });
-    let tracker = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");
     // systemd readiness: listening (the listener is bound) and Redis reached.
     let ready_app = app.clone();
     let ready_cancel = cancel.clone();
     tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             if ready_app.store.ping().await {
                 service::notify::notify_ready();
@@ -65,54 +63,18 @@ pub async fn run_with_admin(
             }
             tracing::warn!("redis not reachable yet; readiness is held back");
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = ready_cancel.cancelled() => return,
             }
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Answers leave at once, never held back by Nagle's algorithm behind an unacknowledged one.
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req| crate::routes::route(app.clone(), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                // A request read whole is carried out and answered even if the client has
-                // closed its sending side. This also spares hyper a read for an early EOF while
-                // each request is in flight, and the fresh 8 KiB read buffer that read takes.
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "connection ended: {e}") },
-                () = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
+    let options = ConnOptions { half_close: true, ..ConnOptions::default() };
+    let handler_app = app.clone();
+    let connections =
+        serve(listener, options, shutdown, move |peer, req| crate::routes::route(handler_app.clone(), peer, req)).await;
     service::notify::notify_stopping();
-    drop(listener);
     cancel.cancel();
-    tracker.close();
-    if tokio::time::timeout(app.config.drain_deadline, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(app.config.drain_deadline, connections.wait()).await.is_err() {
         tracing::warn!("drain deadline reached with requests still in flight");
     }
     if let Some(task) = admin_task {

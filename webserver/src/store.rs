@@ -8,8 +8,8 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::accounts::Account;
-use crate::game::{Game, GameId};
-use crate::lobby::{Invitation, InvitationId};
+use crate::demo::game::{Game, GameId};
+use crate::demo::lobby::{Invitation, InvitationId};
 
 /// Replaces KEYS[1] with ARGV[2] only if it still holds ARGV[1]; ARGV[3] is the new TTL in ms,
 /// or empty to keep the current one. Returns 1 when replaced.
@@ -29,6 +29,9 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("corrupt record under {key}: {problem}")]
     Corrupt { key: String, problem: String },
+    /// A session record's Redis key holds the session key, a bearer secret: never shown.
+    #[error("corrupt session record (key withheld): {problem}")]
+    CorruptSession { problem: String },
 }
 
 /// Cloneable handle; clones share one multiplexed connection.
@@ -76,10 +79,8 @@ impl Store {
     pub async fn session(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
         let redis_key = self.prefix.session_record(key);
         let raw: Option<Vec<u8>> = self.conn().get(&redis_key).await?;
-        raw.map(|r| {
-            SessionRecord::from_json(&r).map_err(|e| StoreError::Corrupt { key: redis_key, problem: e.to_string() })
-        })
-        .transpose()
+        raw.map(|r| SessionRecord::from_json(&r).map_err(|e| StoreError::CorruptSession { problem: e.to_string() }))
+            .transpose()
     }
 
     /// Ends a session and tells wsservers, which close its sockets.

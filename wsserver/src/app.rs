@@ -5,17 +5,19 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use protocol::KeyPrefix;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessRules;
 use crate::config::Config;
+use crate::heartbeat::Heartbeat;
 use crate::identity::IdentitySource;
+use crate::keepalive::Timing;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::registry::Registry;
+use crate::session_end::SessionEnds;
 use crate::store::Store;
 
 pub struct App {
@@ -38,8 +40,21 @@ pub struct App {
     /// Upgraded sockets, which hyper's graceful shutdown does not track.
     pub tracker: TaskTracker,
     pub draining: AtomicBool,
-    /// The heartbeat string encoded once as a text frame.
-    pub heartbeat_frame: Option<Bytes>,
+    /// `--heartbeat`, when set.
+    pub heartbeat: Option<Heartbeat>,
+    /// Sockets of logged-in sessions, closed when their session ends.
+    pub session_ends: SessionEnds,
+}
+
+impl App {
+    /// The write loop's intervals.
+    pub fn keepalive_timing(&self) -> Timing<'_> {
+        Timing {
+            ping_interval: self.config.ping_interval,
+            ping_timeout: self.config.ping_timeout,
+            heartbeat: self.heartbeat.as_ref(),
+        }
+    }
 }
 
 /// Open sockets per client address, capped by `--max-connections-per-ip`. A std `Mutex`:
@@ -121,5 +136,32 @@ impl OpenSockets {
         for outbox in inner.outboxes.values() {
             outbox.close(reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_at_most_its_limit_and_a_closed_socket_frees_its_slot() {
+        let limit = PerIpLimit::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        let first = limit.acquire(a).expect("first slot");
+        let _second = limit.acquire(a).expect("second slot");
+        assert!(limit.acquire(a).is_none(), "a third socket from the same address is refused");
+        let _other = limit.acquire(b).expect("other addresses have their own count");
+        drop(first);
+        let _again = limit.acquire(a).expect("a freed slot can be taken again");
+        assert!(limit.acquire(a).is_none());
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_empty_counts_are_forgotten() {
+        let limit = PerIpLimit::new(0);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let slots: Vec<IpSlot> = (0..1000).map(|_| limit.acquire(ip).expect("unlimited")).collect();
+        drop(slots);
+        assert!(limit.counts.lock().unwrap().is_empty(), "no entry is kept for an address without sockets");
     }
 }

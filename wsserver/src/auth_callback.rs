@@ -2,11 +2,13 @@
 //! application plugs in its own login: wsserver forwards the upgrade request's Cookie and
 //! Authorization headers and reads `{"user": .., "groups": [..], "session": ..}` from a 200.
 //! 401/403 refuse the upgrade with 403; a timeout, 5xx or unreadable answer refuses it with 503.
-//! Answers (including refusals) are cached for `--auth-cache-ttl`, keyed by those two headers.
+//! Answers (including refusals) are cached for `--auth-cache-ttl`, keyed by those two headers,
+//! at most [`CACHE_CAPACITY`] of them, the least recently used evicted first ([`cache`]).
 
-use std::collections::HashMap;
+mod cache;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -19,8 +21,8 @@ use protocol::Identity;
 use crate::handshake::Refused;
 use crate::metrics::Refusal;
 
-/// Most cached answers; when full, expired ones are dropped, then everything.
-const CACHE_CAPACITY: usize = 10_000;
+/// Most cached answers; when full, expired ones are dropped, then the least recently used.
+pub const CACHE_CAPACITY: usize = 10_000;
 /// Largest callback answer read.
 const MAX_ANSWER: usize = 16 * 1024;
 
@@ -34,10 +36,12 @@ enum Answer {
 #[derive(Clone)]
 pub struct AuthCallback {
     url: Uri,
+    /// The URL as logged: password and query values masked.
+    shown_url: String,
     timeout: Duration,
     cache_ttl: Duration,
     client: Client<HttpConnector, Empty<Bytes>>,
-    cache: Arc<Mutex<HashMap<CacheKey, (Instant, Answer)>>>,
+    cache: Arc<Mutex<cache::AnswerCache<CacheKey, Answer>>>,
 }
 
 /// The forwarded Cookie and Authorization values.
@@ -49,11 +53,12 @@ impl AuthCallback {
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
         AuthCallback {
+            shown_url: service::redact::mask_url(&url.to_string()),
             url,
             timeout,
             cache_ttl,
             client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector),
-            cache: Arc::default(),
+            cache: Arc::new(Mutex::new(cache::AnswerCache::new(CACHE_CAPACITY, cache_ttl))),
         }
     }
 
@@ -62,24 +67,14 @@ impl AuthCallback {
         let forwarded = |name| headers.get(name).map(|v: &header::HeaderValue| Bytes::copy_from_slice(v.as_bytes()));
         let key = (forwarded(header::COOKIE), forwarded(header::AUTHORIZATION));
         if !self.cache_ttl.is_zero() {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, answer)) = cache.get(&key) {
-                if at.elapsed() < self.cache_ttl {
-                    return answer.clone().into_result();
-                }
+            let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+            if let Some(answer) = cached {
+                return answer.into_result();
             }
         }
         let answer = self.ask(&key.0, &key.1).await;
         if !self.cache_ttl.is_zero() && !matches!(&answer, Answer::Refused(r) if r.kind == Refusal::Unavailable) {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= CACHE_CAPACITY {
-                let ttl = self.cache_ttl;
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (Instant::now(), answer.clone()));
+            self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, answer.clone());
         }
         answer.into_result()
     }
@@ -99,7 +94,7 @@ impl AuthCallback {
             }
         };
         let unavailable = |why: String| {
-            tracing::warn!(url = %self.url, "auth callback failed: {why}");
+            tracing::warn!(url = %self.shown_url, "auth callback failed: {why}");
             Answer::Refused(Refused::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Refusal::Unavailable,

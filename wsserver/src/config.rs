@@ -65,8 +65,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
 
     /// Proxies (comma-separated IPs) whose X-Real-IP header names the client, for the
-    /// per-address limit and logs. nginx on the same host is 127.0.0.1.
-    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    /// per-address limit and logs; other peers' forwarded headers are ignored. nginx on the same
+    /// host is 127.0.0.1.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Largest message a client may send, in bytes, whole or in fragments (close 1009 beyond);
@@ -247,7 +248,10 @@ impl Config {
 
     /// The effective configuration for `--check`, with the Redis password masked.
     pub fn describe(&self) -> String {
-        service::redact::mask_redis_password(format!("{self:#?}"), &self.redis_url)
+        let mut shown = self.clone();
+        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        shown.auth_url = self.auth_url.as_deref().map(service::redact::mask_url);
+        format!("{shown:#?}")
     }
 }
 
@@ -281,5 +285,10 @@ mod tests {
     fn passwords_are_masked() {
         let c = parse(&["--redis-url", "redis://:s3cret@127.0.0.1:6379/0"]);
         assert!(!c.describe().contains("s3cret"));
+        let c = parse(&["--auth-url", "http://app:cb-pass@auth.local:8080/check?token=cb-token"]);
+        c.validate().unwrap();
+        let shown = c.describe();
+        assert!(!shown.contains("cb-pass") && !shown.contains("cb-token"), "{shown}");
+        assert!(shown.contains("http://app:****@auth.local:8080/check?token=****"), "{shown}");
     }
 }

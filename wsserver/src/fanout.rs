@@ -1,4 +1,6 @@
-//! The fan-out of one message to a channel's local sockets, spread over shard threads.
+//! The fan-out of one message to a channel's local sockets, spread over shard threads (step
+//! three of the message path: the [`crate::registry`] says who, this says which shard, and each
+//! socket's [`crate::outbox`] queues it).
 //!
 //! Every socket belongs to one shard (its id modulo the shard count), and each shard is one
 //! thread working through its deliveries in arrival order, so a socket sees messages in the
@@ -18,6 +20,20 @@
 //! At one message to thousands of sockets the cost per socket is the write itself plus cache
 //! misses: a shard's large part gets its own copy of the frame (no reference count shared
 //! between cores), and a flush prefetches the state of the sockets it flushes next.
+//!
+//! **When Redis delivers faster than the shards write**, a shard's job queue grows: it is
+//! unbounded on purpose, and measured (`crier_ws_fanout_jobs_queued{shard}` now and
+//! `crier_ws_fanout_jobs_queued_max{shard}` since start, from [`ShardLoad`]). Each queued job
+//! holds one frame and the list of its sockets in that shard, so memory grows with the backlog
+//! and so does delivery latency (`crier_ws_delivery_seconds`), while rounds grow to
+//! [`MAX_ROUND`] messages and the cost per message falls. Sockets themselves are not the limit
+//! here: a socket that does not take its frames overflows its own outbox and is closed as a
+//! slow consumer, whatever the shard's backlog. Bounding the queue would have to block the
+//! subscriber task, which then stops reading the pub/sub connection: Redis buffers for it up to
+//! `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default) and then
+//! disconnects it, which loses every message in that buffer for every channel, not only the
+//! busy one, and costs a resubscription. A backlog that keeps growing means the process needs
+//! more shards (`--fanout-threads`) or more wsserver instances.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,9 +41,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::metrics::{DeliveryTally, Metrics};
+use crate::clock::{Clock, SocketId};
+use crate::metrics::{DeliveryTally, Metrics, ShardLoad};
 use crate::outbox::{Outbox, Staged};
-use crate::registry::{Clock, SocketId};
 
 /// Most messages one round takes (well under the default queue depth, so that a round alone
 /// never makes a socket a slow consumer).
@@ -53,31 +69,33 @@ struct Job {
 /// Handle to the shard threads.
 pub struct Fanout {
     shards: Vec<Shard>,
+    /// Each shard's queue, also read by the metrics.
+    loads: Arc<[ShardLoad]>,
     metrics: Arc<Metrics>,
     clock: Clock,
 }
 
 struct Shard {
     jobs: mpsc::UnboundedSender<Job>,
-    /// Jobs handed to the shard and not yet finished by it.
-    in_flight: Arc<AtomicUsize>,
 }
 
 impl Fanout {
     /// Starts `shards` shard threads (at least one). They end when the last handle is dropped.
+    /// Their queues appear in `metrics` (the first fan-out started with it, in tests).
     pub fn start(shards: usize, metrics: Arc<Metrics>, clock: Clock) -> std::io::Result<Fanout> {
-        let shards = (0..shards.max(1))
+        let loads: Arc<[ShardLoad]> = (0..shards.max(1)).map(|_| ShardLoad::default()).collect();
+        let _ = metrics.fanout_shards.set(loads.clone());
+        let shards = (0..loads.len())
             .map(|i| {
                 let (jobs, rx) = mpsc::unbounded_channel();
-                let in_flight = Arc::new(AtomicUsize::new(0));
-                let (metrics, counter) = (metrics.clone(), in_flight.clone());
+                let (metrics, loads) = (metrics.clone(), loads.clone());
                 std::thread::Builder::new()
                     .name(format!("fanout-{i}"))
-                    .spawn(move || run_shard(rx, &counter, &metrics, clock))?;
-                Ok(Shard { jobs, in_flight })
+                    .spawn(move || run_shard(rx, &loads[i].queued, &metrics, clock))?;
+                Ok(Shard { jobs })
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Fanout { shards, metrics, clock })
+        Ok(Fanout { shards, loads, metrics, clock })
     }
 
     /// The shard count for `configured` (`--fanout-threads`): itself, or with 0 one per CPU.
@@ -98,7 +116,7 @@ impl Fanout {
     /// the order of deliveries relies on a single producer.
     pub fn send(&self, frame: Bytes, split: Split, arrived_us: u64, channel: &str) {
         let channel: Arc<str> = Arc::from(channel);
-        for (shard, outboxes) in self.shards.iter().zip(split.parts) {
+        for ((shard, load), outboxes) in self.shards.iter().zip(self.loads.iter()).zip(split.parts) {
             if outboxes.is_empty() {
                 continue;
             }
@@ -109,11 +127,11 @@ impl Fanout {
             let job = Job { frame, outboxes, arrived_us, channel: channel.clone() };
             // Acquire: pairs with the shard's release once a job is finished, so its writes to
             // these sockets come before ours.
-            if job.outboxes.len() <= INLINE_MAX && shard.in_flight.load(Ordering::Acquire) == 0 {
+            if job.outboxes.len() <= INLINE_MAX && load.queued.load(Ordering::Acquire) == 0 {
                 deliver_round(std::slice::from_ref(&job), &self.metrics, self.clock);
                 continue;
             }
-            shard.in_flight.fetch_add(1, Ordering::Relaxed);
+            load.handed_over();
             // A closed shard means the process is ending; nothing is left to deliver to.
             let _ = shard.jobs.send(job);
         }
@@ -165,8 +183,8 @@ fn deliver_round(round: &[Job], metrics: &Metrics, clock: Clock) {
                 Staged::Closing => {}
             }
         }
+        // Counted by the outbox's slow-consumer policy; logged here, where the channel is known.
         if overflowed > 0 {
-            metrics.slow_consumer_closes.fetch_add(overflowed, Ordering::Relaxed);
             tracing::info!(channel = %service::Escaped(&job.channel), sockets = overflowed, "closed slow consumers");
         }
     }
@@ -197,13 +215,14 @@ mod tests {
     fn a_small_delivery_to_an_idle_shard_is_made_by_the_caller() {
         let metrics = Arc::new(Metrics::default());
         let fanout = Fanout::start(1, metrics.clone(), Clock::start()).unwrap();
-        let outbox = Outbox::new(16);
+        let outbox = Outbox::for_test(16);
         let mut split = fanout.split();
         split.add(7, &outbox);
         fanout.send(Bytes::from_static(b"for one user"), split, 1, "user-channel");
         // Staged and counted before `send` returned, on this thread: no hand-over to the shard.
         assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 1);
-        assert_eq!(fanout.shards[0].in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(fanout.loads[0].queued.load(Ordering::Relaxed), 0);
+        assert_eq!(fanout.loads[0].high_water.load(Ordering::Relaxed), 0, "never queued");
         let mut batch = Batch::default();
         assert!(outbox.take_batch(&mut batch, usize::MAX));
         assert_eq!(batch.frames, vec![Bytes::from_static(b"for one user")]);
@@ -225,7 +244,7 @@ mod tests {
     #[test]
     fn a_large_part_gets_its_shard_a_copy_of_the_frame_and_a_small_one_shares_it() {
         let fanout = Fanout::start(2, Arc::new(Metrics::default()), Clock::start()).unwrap();
-        let outboxes: Vec<Outbox> = (0..2 * OWN_COPY_MIN).map(|_| Outbox::new(16)).collect();
+        let outboxes: Vec<Outbox> = (0..2 * OWN_COPY_MIN).map(|_| Outbox::for_test(16)).collect();
         let frame = Bytes::from(vec![b'x'; 100]);
         let mut split = fanout.split();
         for (id, outbox) in outboxes.iter().enumerate() {
@@ -241,7 +260,7 @@ mod tests {
         assert_ne!(shard0.as_ptr(), shard1.as_ptr(), "one copy per shard");
         assert_eq!(shard0_again.as_ptr(), shard0.as_ptr(), "the sockets of one shard share its copy");
 
-        let small = Outbox::new(16);
+        let small = Outbox::for_test(16);
         let mut split = fanout.split();
         split.add(0, &small);
         fanout.send(frame.clone(), split, 2, "small");
@@ -252,7 +271,7 @@ mod tests {
     async fn every_socket_gets_every_message_in_order_across_shards() {
         let metrics = Arc::new(Metrics::default());
         let fanout = Fanout::start(3, metrics.clone(), Clock::start()).unwrap();
-        let outboxes: Vec<Outbox> = (0..40).map(|_| Outbox::new(1000)).collect();
+        let outboxes: Vec<Outbox> = (0..40).map(|_| Outbox::for_test(1000)).collect();
         for i in 0..200u32 {
             let mut split = fanout.split();
             // Alternately all 40 sockets (handed to the shards) and 3 (small: made inline
@@ -285,5 +304,59 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 100 * 40 + 100 * 3);
+    }
+
+    #[test]
+    fn a_shard_that_falls_behind_shows_its_backlog_and_high_water_mark() {
+        let metrics = Arc::new(Metrics::default());
+        let fanout = Fanout::start(1, metrics.clone(), Clock::start()).unwrap();
+        // More sockets than an inline delivery takes: every message is handed to the shard.
+        let outboxes: Vec<Outbox> = (0..=INLINE_MAX).map(|_| Outbox::for_test(100)).collect();
+        let send = |text: &'static str| {
+            let mut split = fanout.split();
+            for (id, outbox) in outboxes.iter().enumerate() {
+                split.add(id as SocketId, outbox);
+            }
+            fanout.send(Bytes::from_static(text.as_bytes()), split, 1, "busy");
+        };
+        let queued = || fanout.loads[0].queued.load(Ordering::Relaxed);
+        // The shard stalls on the first socket of the first message, as on a slow write.
+        let held = outboxes[0].hold_for_test();
+        for _ in 0..5 {
+            send("m");
+        }
+        assert_eq!(queued(), 5, "the stalled message and the four behind it");
+        let text = metrics.render();
+        assert!(text.contains("crier_ws_fanout_jobs_queued{shard=\"0\"} 5\n"), "{text}");
+        assert!(text.contains("crier_ws_fanout_jobs_queued_max{shard=\"0\"} 5\n"), "{text}");
+        drop(held);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queued() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the shard did not catch up");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let text = metrics.render();
+        assert!(text.contains("crier_ws_fanout_jobs_queued{shard=\"0\"} 0\n"), "{text}");
+        assert!(text.contains("crier_ws_fanout_jobs_queued_max{shard=\"0\"} 5\n"), "the mark stays: {text}");
+        for outbox in &outboxes {
+            let mut batch = Batch::default();
+            assert!(outbox.take_batch(&mut batch, usize::MAX));
+            assert_eq!(batch.frames.len(), 5, "nothing lost while queued");
+        }
+    }
+
+    #[test]
+    fn overflows_in_a_fanout_round_are_counted_once_each() {
+        let metrics = Arc::new(Metrics::default());
+        let fanout = Fanout::start(1, metrics.clone(), Clock::start()).unwrap();
+        let outboxes: Vec<Outbox> = (0..3).map(|_| Outbox::new(1, &metrics)).collect();
+        for text in ["first", "over", "closing"] {
+            let mut split = fanout.split();
+            for (id, outbox) in outboxes.iter().enumerate() {
+                split.add(id as SocketId, outbox);
+            }
+            fanout.send(Bytes::from_static(text.as_bytes()), split, 1, "ch");
+        }
+        assert_eq!(metrics.slow_consumer_closes.load(Ordering::Relaxed), 3);
     }
 }

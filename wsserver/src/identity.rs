@@ -2,14 +2,11 @@
 //! `sessionid` cookie looked up in Redis) or from an HTTP auth callback.
 
 use hyper::{HeaderMap, StatusCode};
-use protocol::{Identity, KeyPrefix, SessionKey, SessionRecord};
+use protocol::{Identity, KeyPrefix, SessionKey, SessionRecord, SESSION_COOKIE};
 
 use crate::handshake::Refused;
 use crate::metrics::Refusal;
 use crate::store::Store;
-
-/// Name of the session cookie (Django's default, which ws4redis reads).
-pub const SESSION_COOKIE: &str = "sessionid";
 
 /// The value of the `sessionid` cookie, if the request carries one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {

@@ -1,7 +1,8 @@
 //! Counters and gauges, and their Prometheus text. Every metric name is written here only.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Why an upgrade was refused (the `reason` label).
@@ -63,6 +64,27 @@ impl DeliveryTally {
     }
 }
 
+/// One fan-out shard's queue (see [`crate::fanout`]): jobs handed to the shard and not yet
+/// finished by it, and the most there ever were. Aligned to its own cache line: the shards'
+/// counters are written from different cores.
+#[derive(Default)]
+#[repr(align(64))]
+pub struct ShardLoad {
+    /// Also the fan-out's "shard idle" test for inline deliveries.
+    pub queued: AtomicUsize,
+    pub high_water: AtomicUsize,
+}
+
+impl ShardLoad {
+    /// A job was handed to the shard (by the one producer, the subscriber task).
+    pub fn handed_over(&self) {
+        let queued = self.queued.fetch_add(1, Relaxed) + 1;
+        if queued > self.high_water.load(Relaxed) {
+            self.high_water.fetch_max(queued, Relaxed);
+        }
+    }
+}
+
 /// Process-wide metrics; lock-free atomics, shared by reference.
 #[derive(Default)]
 pub struct Metrics {
@@ -81,6 +103,8 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    /// Set once by the fan-out when it starts.
+    pub fanout_shards: OnceLock<Arc<[ShardLoad]>>,
 }
 
 impl Metrics {
@@ -177,6 +201,16 @@ impl Metrics {
             "Redis channels this process is subscribed to.",
             self.redis_channels.load(Relaxed).to_string(),
         );
+        let shards = self.fanout_shards.get().map_or(&[][..], |s| &s[..]);
+        let _ = writeln!(out, "# HELP crier_ws_fanout_jobs_queued Messages handed to a fan-out shard and not yet written by it, by shard.\n# TYPE crier_ws_fanout_jobs_queued gauge");
+        for (i, shard) in shards.iter().enumerate() {
+            let _ = writeln!(out, "crier_ws_fanout_jobs_queued{{shard=\"{i}\"}} {}", shard.queued.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP crier_ws_fanout_jobs_queued_max Most messages a fan-out shard had queued at once since the start, by shard.\n# TYPE crier_ws_fanout_jobs_queued_max gauge");
+        for (i, shard) in shards.iter().enumerate() {
+            let _ =
+                writeln!(out, "crier_ws_fanout_jobs_queued_max{{shard=\"{i}\"}} {}", shard.high_water.load(Relaxed));
+        }
         let _ = writeln!(out, "# HELP crier_ws_upgrades_refused_total Websocket upgrades refused, by reason.\n# TYPE crier_ws_upgrades_refused_total counter");
         for reason in Refusal::ALL {
             let _ = writeln!(

@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use service::clock::now_ms;
+
 use protocol::presence::{member, PresenceEvent};
 use protocol::{Facility, KeyPrefix, Name};
 use redis::aio::ConnectionManager;
@@ -50,6 +52,9 @@ enum Change {
     Enter(Facility, Name),
     Leave(Facility, Name),
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Handle the sockets use; cheap to clone.
 #[derive(Clone)]
@@ -270,8 +275,4 @@ impl PresenceRecorder {
             tracing::warn!("presence: refresh failed: {e}");
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -1,6 +1,9 @@
-//! The registry: which local sockets listen on which Redis channel. The first local interest in
-//! a channel asks the subscriber to SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE;
-//! membership ends when the [`Membership`] guard is dropped, however the socket ends.
+//! The registry: which local sockets listen on which Redis channel (step two of the message
+//! path, after [`crate::subscriber`]). The first local interest in a channel asks the
+//! subscriber to SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE; membership ends when
+//! the [`Membership`] guard is dropped, however the socket ends. A channel is *pending* until
+//! Redis confirms its subscription, then *live*; joiners of a pending channel get a receiver
+//! that fires when it goes live ([`crate::join::replay`] waits on it).
 //!
 //! Locking: one std `Mutex` over the whole map. It is held for map updates and, per message,
 //! for sorting the channel's members into the fan-out's shards (no socket is written under
@@ -9,19 +12,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use bytes::Bytes;
-use protocol::{ChannelName, SessionKey};
+use protocol::ChannelName;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::{Clock, SocketId};
 use crate::echo_filter::EchoFilter;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
-use crate::outbox::{CloseReason, Outbox};
-
-/// Identifies one socket in this process.
-pub type SocketId = u64;
+use crate::outbox::Outbox;
 
 /// A socket as the fan-out sees it.
 #[derive(Clone)]
@@ -29,23 +28,6 @@ pub struct Member {
     pub outbox: Outbox,
     /// Present when the socket did not ask for `echo`.
     pub echo_filter: Option<Arc<EchoFilter>>,
-}
-
-/// A cheap monotonic clock in microseconds since the registry started (never 0), for delivery
-/// stamps.
-#[derive(Clone, Copy)]
-pub struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    pub fn start() -> Clock {
-        Clock { epoch: Instant::now() }
-    }
-
-    pub fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64 + 1
-    }
 }
 
 enum State {
@@ -61,12 +43,7 @@ struct Channel {
 
 struct Inner {
     channels: HashMap<ChannelName, Channel>,
-    /// Sockets of logged-in sessions, closed when webserver announces the session's end.
-    sessions: HashMap<SessionKey, HashMap<SocketId, Outbox>>,
 }
-
-/// Close for sockets whose login session ended (logout, account deleted).
-pub const SESSION_ENDED: CloseReason = CloseReason { code: 1008, reason: "session ended" };
 
 /// Cloneable handle to the registry.
 #[derive(Clone)]
@@ -76,9 +53,6 @@ pub struct Registry {
     dirty: mpsc::UnboundedSender<ChannelName>,
     next_id: Arc<AtomicU64>,
     fanout: Arc<Fanout>,
-    heartbeat: Option<Bytes>,
-    /// Channel on which ended sessions are announced; always subscribed.
-    revocations: ChannelName,
     clock: Clock,
 }
 
@@ -87,22 +61,14 @@ pub type DirtyChannels = mpsc::UnboundedReceiver<ChannelName>;
 
 impl Registry {
     /// Starts `fanout_shards` fan-out threads (see [`crate::fanout`]).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        heartbeat: Option<&str>,
-        revocations: ChannelName,
-        fanout_shards: usize,
-    ) -> std::io::Result<(Registry, DirtyChannels)> {
+    pub fn new(metrics: Arc<Metrics>, fanout_shards: usize) -> std::io::Result<(Registry, DirtyChannels)> {
         let (dirty, rx) = mpsc::unbounded_channel();
-        let _ = dirty.send(revocations.clone());
         let clock = Clock::start();
         let registry = Registry {
-            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new(), sessions: HashMap::new() })),
+            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })),
             dirty,
             next_id: Arc::new(AtomicU64::new(1)),
             fanout: Arc::new(Fanout::start(fanout_shards, metrics, clock)?),
-            heartbeat: heartbeat.map(|h| Bytes::copy_from_slice(h.as_bytes())),
-            revocations,
             clock,
         };
         Ok((registry, rx))
@@ -123,19 +89,14 @@ impl Registry {
 
     /// Adds a socket to `channels`. Returns the guard that removes it again and a receiver per
     /// channel not yet confirmed by Redis.
-    /// `session` is set for sockets of a logged-in session, so that its end closes them.
     pub fn join(
         &self,
         id: SocketId,
         member: Member,
         channels: Vec<ChannelName>,
-        session: Option<SessionKey>,
     ) -> (Membership, Vec<oneshot::Receiver<()>>) {
         let mut waits = Vec::new();
         let mut inner = self.lock();
-        if let Some(session) = &session {
-            inner.sessions.entry(session.clone()).or_default().insert(id, member.outbox.clone());
-        }
         for channel in &channels {
             let entry = inner.channels.entry(channel.clone()).or_insert_with(|| {
                 let _ = self.dirty.send(channel.clone());
@@ -149,19 +110,11 @@ impl Registry {
             }
         }
         drop(inner);
-        (Membership { registry: self.clone(), id, channels, session }, waits)
+        (Membership { registry: self.clone(), id, channels }, waits)
     }
 
-    fn leave(&self, id: SocketId, channels: &[ChannelName], session: Option<&SessionKey>) {
+    fn leave(&self, id: SocketId, channels: &[ChannelName]) {
         let mut inner = self.lock();
-        if let Some(session) = session {
-            if let Some(sockets) = inner.sessions.get_mut(session) {
-                sockets.remove(&id);
-                if sockets.is_empty() {
-                    inner.sessions.remove(session);
-                }
-            }
-        }
         for channel in channels {
             if let Some(entry) = inner.channels.get_mut(channel) {
                 entry.members.remove(&id);
@@ -175,26 +128,12 @@ impl Registry {
 
     /// Whether any local socket listens on `channel` (the subscriber's reconcile question).
     pub fn is_wanted(&self, channel: &ChannelName) -> bool {
-        *channel == self.revocations || self.lock().channels.contains_key(channel)
+        self.lock().channels.contains_key(channel)
     }
 
     /// Every channel with local interest (for resubscription after a reconnect).
     pub fn channels(&self) -> Vec<ChannelName> {
-        let mut channels: Vec<ChannelName> = self.lock().channels.keys().cloned().collect();
-        channels.push(self.revocations.clone());
-        channels
-    }
-
-    /// Closes every socket of an ended session with [`SESSION_ENDED`].
-    fn revoke(&self, session: &[u8]) {
-        let Some(key) = std::str::from_utf8(session).ok().and_then(|s| SessionKey::parse(s).ok()) else { return };
-        let sockets = self.lock().sessions.remove(&key);
-        if let Some(sockets) = sockets {
-            tracing::info!(sockets = sockets.len(), "closing sockets of an ended session");
-            for outbox in sockets.values() {
-                outbox.close_now(SESSION_ENDED);
-            }
-        }
+        self.lock().channels.keys().cloned().collect()
     }
 
     /// Redis confirmed the subscription: wake the sockets waiting for it.
@@ -221,14 +160,10 @@ impl Registry {
 
     /// Fans one Redis message out: encodes it once and hands the same bytes for every member,
     /// except members whose own publish this is, to the fan-out. Returns the number of sockets.
+    /// This is the one place a Redis message becomes a frame: a message that needs a different
+    /// frame per kind of member would be decoded here once and each frame handed to its
+    /// members' part of the split.
     pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
-        if self.heartbeat.as_deref() == Some(payload) {
-            return 0;
-        }
-        if channel == self.revocations.as_str() {
-            self.revoke(payload);
-            return 0;
-        }
         let arrived_us = self.now_us();
         let mut split = self.fanout.split();
         let mut count = 0;
@@ -257,11 +192,94 @@ pub struct Membership {
     registry: Registry,
     id: SocketId,
     channels: Vec<ChannelName>,
-    session: Option<SessionKey>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.registry.leave(self.id, &self.channels, self.session.as_ref());
+        self.registry.leave(self.id, &self.channels);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Batch;
+    use bytes::Bytes;
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::from_redis(name)
+    }
+
+    fn member() -> Member {
+        Member { outbox: Outbox::for_test(16), echo_filter: None }
+    }
+
+    fn drain(dirty: &mut DirtyChannels) -> Vec<ChannelName> {
+        std::iter::from_fn(|| dirty.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn the_first_joiner_asks_for_a_subscription_and_the_last_leaver_for_its_end() {
+        let (registry, mut dirty) = Registry::new(Arc::new(Metrics::default()), 1).unwrap();
+        let (a, _) = registry.join(1, member(), vec![channel("news"), channel("user:1")]);
+        assert_eq!(drain(&mut dirty), [channel("news"), channel("user:1")]);
+        let (b, _) = registry.join(2, member(), vec![channel("news")]);
+        assert!(drain(&mut dirty).is_empty(), "a second joiner changes nothing in Redis");
+        let mut wanted = registry.channels();
+        wanted.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(wanted, [channel("news"), channel("user:1")]);
+        drop(a);
+        assert_eq!(drain(&mut dirty), [channel("user:1")], "news still has a member");
+        assert!(registry.is_wanted(&channel("news")));
+        assert!(!registry.is_wanted(&channel("user:1")));
+        drop(b);
+        assert_eq!(drain(&mut dirty), [channel("news")]);
+        assert!(!registry.is_wanted(&channel("news")));
+        assert!(registry.channels().is_empty());
+    }
+
+    #[tokio::test]
+    async fn joiners_wait_while_pending_and_not_once_live() {
+        let (registry, _dirty) = Registry::new(Arc::new(Metrics::default()), 1).unwrap();
+        let (_a, mut waits) = registry.join(1, member(), vec![channel("news")]);
+        let (_b, waits_b) = registry.join(2, member(), vec![channel("news")]);
+        assert_eq!((waits.len(), waits_b.len()), (1, 1), "pending: both wait");
+        let mut wait = waits.pop().unwrap();
+        assert!(wait.try_recv().is_err(), "not before Redis confirms");
+        registry.mark_live(&channel("news"));
+        assert_eq!(wait.try_recv(), Ok(()));
+        for w in waits_b {
+            w.await.unwrap();
+        }
+        let (_c, waits_c) = registry.join(3, member(), vec![channel("news")]);
+        assert!(waits_c.is_empty(), "live: nothing to wait for");
+        // A lost pub/sub connection: new joiners wait for the resubscription.
+        registry.mark_all_pending();
+        let (_d, waits_d) = registry.join(4, member(), vec![channel("news")]);
+        assert_eq!(waits_d.len(), 1);
+        registry.mark_live(&channel("news"));
+        waits_d.into_iter().next().unwrap().await.unwrap();
+    }
+
+    #[test]
+    fn a_delivery_reaches_every_member_except_the_publisher_expecting_its_echo() {
+        let (registry, _dirty) = Registry::new(Arc::new(Metrics::default()), 1).unwrap();
+        let listener = member();
+        let publisher = Member { outbox: Outbox::for_test(16), echo_filter: Some(Arc::new(EchoFilter::new())) };
+        publisher.echo_filter.as_ref().unwrap().expect(&channel("room"), Bytes::from_static(b"mine"));
+        let _a = registry.join(1, listener.clone(), vec![channel("room")]);
+        let _b = registry.join(2, publisher.clone(), vec![channel("room")]);
+        assert_eq!(registry.deliver("other", b"x"), 0, "nobody listens there");
+        assert_eq!(registry.deliver("room", b"mine"), 1, "the publisher's own echo is swallowed");
+        assert_eq!(registry.deliver("room", b"theirs"), 2);
+        let frames = |o: &Outbox| {
+            let mut batch = Batch::default();
+            o.take_batch(&mut batch, usize::MAX);
+            batch.frames
+        };
+        // Small deliveries to an idle shard are staged before `deliver` returns.
+        let (mine, theirs) = (crate::frame::text(b"mine"), crate::frame::text(b"theirs"));
+        assert_eq!(frames(&listener.outbox), [mine, theirs.clone()]);
+        assert_eq!(frames(&publisher.outbox), [theirs]);
     }
 }

@@ -1,4 +1,4 @@
-//! `run`: accept loops for the websocket and admin listeners, and shutdown in three steps —
+//! `run`: the websocket and admin listeners (served by `service::serve`), and shutdown in three steps —
 //! decide (the `shutdown` future), tell (stop accepting, 1001 to every socket), wait (for the
 //! sockets, up to the drain deadline).
 
@@ -6,9 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use service::serve::{serve, ConnOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,13 +45,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     config.validate()?;
     let client = service::redis_link::client(&config.redis_url)?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(
-        metrics.clone(),
-        config.heartbeat.as_deref(),
-        config.key_prefix().session_revocations(),
-        crate::fanout::Fanout::shards_for(config.fanout_threads),
-    )
-    .map_err(RunError::Threads)?;
+    let (registry, dirty) = Registry::new(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads))
+        .map_err(RunError::Threads)?;
+    let heartbeat = crate::heartbeat::Heartbeat::new(config.heartbeat.as_deref(), config.heartbeat_interval);
+    let session_ends = crate::session_end::SessionEnds::new(config.key_prefix().session_revocations());
     let store = Store::new(client.clone())?;
     let prefix = config.key_prefix();
     let (presence, recorder) = PresenceRecorder::new(
@@ -84,7 +79,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         sockets: Default::default(),
         tracker: TaskTracker::new(),
         draining: AtomicBool::new(false),
-        heartbeat_frame: config.heartbeat.as_deref().map(|h| crate::frame::text(h.as_bytes())),
+        heartbeat: heartbeat.clone(),
+        session_ends: session_ends.clone(),
         config,
     });
 
@@ -95,6 +91,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             client,
             registry,
             dirty,
+            heartbeat,
+            session_ends,
             metrics,
             cancel: background.clone(),
             first_connected: Some(first_connected),
@@ -109,63 +107,36 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
     let presence_cancel = CancellationToken::new();
     let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
-    let http_cancel = CancellationToken::new();
-    let connections = TaskTracker::new();
     let admin_app = app.clone();
-    let admin = tokio::spawn(service::http::serve_admin(listeners.admin, background.clone(), move |req| {
-        crate::admin::handle(admin_app.clone(), req)
-    }));
+    let admin = tokio::spawn(serve(
+        listeners.admin,
+        ConnOptions::default(),
+        background.clone().cancelled_owned(),
+        move |_, req| crate::admin::handle(admin_app.clone(), req),
+    ));
     tracing::info!(
         listen = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "wsserver accepting websockets"
     );
-
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listeners.websocket.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let cancel = http_cancel.clone();
-        connections.spawn(async move {
-            let timeout = app.config.handshake_timeout;
-            let service = service_fn(move |req| crate::upgrade::handle(app.clone(), peer, req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "http connection ended: {e}") },
-                () = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
+    let options = ConnOptions {
+        header_read_timeout: app.config.handshake_timeout,
+        max_buf_size: Some(16 * 1024),
+        half_close: false,
+    };
+    let upgrade_app = app.clone();
+    // Returns once `shutdown` resolves, with every HTTP connection told to finish.
+    let connections = serve(listeners.websocket, options, shutdown, move |peer, req| {
+        crate::upgrade::handle(upgrade_app.clone(), peer, req)
+    })
+    .await;
 
     // Tell: no new connections, every socket gets 1001.
     service::notify::notify_stopping();
-    drop(listeners.websocket);
     app.draining.store(true, Ordering::Relaxed);
     let open = app.metrics.sockets_open.load(Ordering::Relaxed);
     tracing::info!(sockets = open, deadline = ?app.config.drain_deadline, "draining");
-    http_cancel.cancel();
     app.sockets.close_all(crate::connection::GOING_AWAY);
     app.tracker.close();
-    connections.close();
     // Wait, bounded by the deadline.
     let drained = tokio::time::timeout(app.config.drain_deadline, async {
         app.tracker.wait().await;

@@ -1,7 +1,9 @@
-//! The process's single Redis pub/sub connection. It reconciles Redis subscriptions with the
-//! registry (SUBSCRIBE on first interest, UNSUBSCRIBE on last), hands every message to the
-//! fan-out, probes liveness with PING, and on loss reconnects with [`Backoff`] and resubscribes
-//! every live channel while client sockets stay open.
+//! The process's single Redis pub/sub connection, the first step of the message path. It
+//! reconciles Redis subscriptions with the registry (SUBSCRIBE on first interest, UNSUBSCRIBE
+//! on last; the revocations channel of [`SessionEnds`] always), probes liveness with PING, and
+//! on loss reconnects with [`Backoff`] and resubscribes every channel while client sockets stay
+//! open. Each message is [`Subscriber::dispatch`]ed: heartbeats are dropped, session-end
+//! announcements go to [`SessionEnds`], everything else to [`Registry::deliver`].
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -11,9 +13,11 @@ use std::time::Duration;
 use protocol::ChannelName;
 use tokio_util::sync::CancellationToken;
 
+use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
-use crate::reconnect::Backoff;
 use crate::registry::{DirtyChannels, Registry};
+use crate::session_end::SessionEnds;
+use service::reconnect::Backoff;
 
 /// How long a Redis command on the pub/sub connection may take before the connection is
 /// declared dead.
@@ -34,6 +38,9 @@ pub struct Subscriber {
     pub client: redis::Client,
     pub registry: Registry,
     pub dirty: DirtyChannels,
+    /// Redis' copies of the heartbeat are never delivered.
+    pub heartbeat: Option<Heartbeat>,
+    pub session_ends: SessionEnds,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
     /// Fired once, when the first connection to Redis is established (systemd readiness).
@@ -91,6 +98,7 @@ impl Subscriber {
         let mut subscribed: HashSet<ChannelName> = HashSet::new();
         // Everything with local interest, plus whatever changed meanwhile, gets reconciled.
         let mut pending: HashSet<ChannelName> = self.registry.channels().into_iter().collect();
+        pending.insert(self.session_ends.channel().clone());
         while let Ok(c) = self.dirty.try_recv() {
             pending.insert(c);
         }
@@ -111,7 +119,7 @@ impl Subscriber {
                 message = next_message(&mut stream) => {
                     let Some(message) = message else { return Lost::Closed };
                     self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
-                    self.registry.deliver(message.get_channel_name(), message.get_payload_bytes());
+                    self.dispatch(message.get_channel_name(), message.get_payload_bytes());
                 }
                 first = self.dirty.recv() => {
                     let Some(first) = first else { return Lost::Shutdown };
@@ -134,6 +142,23 @@ impl Subscriber {
         }
     }
 
+    /// Where one pub/sub message goes.
+    fn dispatch(&self, channel: &str, payload: &[u8]) {
+        if self.heartbeat.as_ref().is_some_and(|h| h.is(payload)) {
+            return;
+        }
+        if channel == self.session_ends.channel().as_str() {
+            self.session_ends.announce(payload);
+            return;
+        }
+        self.registry.deliver(channel, payload);
+    }
+
+    /// Whether Redis should deliver `channel` to this process.
+    fn is_wanted(&self, channel: &ChannelName) -> bool {
+        channel == self.session_ends.channel() || self.registry.is_wanted(channel)
+    }
+
     /// Brings Redis' subscriptions for `changed` in line with the registry.
     async fn reconcile(
         &self,
@@ -144,7 +169,7 @@ impl Subscriber {
         let mut to_subscribe = Vec::new();
         let mut to_unsubscribe = Vec::new();
         for channel in changed {
-            let wanted = self.registry.is_wanted(&channel);
+            let wanted = self.is_wanted(&channel);
             if wanted && !subscribed.contains(&channel) {
                 to_subscribe.push(channel);
             } else if !wanted && subscribed.contains(&channel) {
@@ -185,4 +210,103 @@ async fn command(f: impl std::future::Future<Output = redis::RedisResult<()>>) -
 async fn next_message(stream: &mut redis::aio::PubSubStream) -> Option<redis::Msg> {
     use futures_core::Stream;
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Batch, Outbox};
+    use crate::registry::Member;
+    use crate::session_end::SESSION_ENDED;
+    use crate::test_redis::TestRedis;
+    use protocol::SessionKey;
+
+    async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(conn).await.unwrap();
+        n
+    }
+
+    fn taken(outbox: &Outbox) -> Batch {
+        let mut batch = Batch::default();
+        outbox.take_batch(&mut batch, usize::MAX);
+        batch
+    }
+
+    #[tokio::test]
+    async fn subscribes_delivers_routes_control_traffic_and_unsubscribes() {
+        let redis = TestRedis::start().await;
+        let metrics = Arc::new(Metrics::default());
+        let (registry, dirty) = Registry::new(metrics.clone(), 1).unwrap();
+        let session_ends = SessionEnds::new(ChannelName::from_redis("revocations"));
+        let cancel = CancellationToken::new();
+        let (first, connected) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(
+            Subscriber {
+                client: redis.client.clone(),
+                registry: registry.clone(),
+                dirty,
+                heartbeat: Heartbeat::new(Some("--heartbeat--"), Duration::from_secs(5)),
+                session_ends: session_ends.clone(),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+                first_connected: Some(first),
+            }
+            .run(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), connected).await.unwrap().unwrap();
+        let mut conn = redis.connection().await;
+        assert_eq!(subscribers(&mut conn, "revocations").await, 1, "the revocations channel is always subscribed");
+
+        // The first joiner waits until Redis confirmed the subscription.
+        let outbox = Outbox::for_test(16);
+        let (membership, waits) = registry.join(
+            1,
+            Member { outbox: outbox.clone(), echo_filter: None },
+            vec![ChannelName::from_redis("news")],
+        );
+        for wait in waits {
+            tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap().unwrap();
+        }
+        assert_eq!(subscribers(&mut conn, "news").await, 1);
+        let _tracking = session_ends.track(1, SessionKey::parse("sessiona").unwrap(), &outbox);
+
+        // The heartbeat is dropped, a message is delivered; Redis keeps their order.
+        let publish =
+            |channel: &'static str, payload: &'static str| redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        let _: i64 = publish("news", "--heartbeat--").query_async(&mut conn).await.unwrap();
+        let _: i64 = publish("news", "hello").query_async(&mut conn).await.unwrap();
+        let mut frames = Vec::new();
+        TestRedis::until("the message arrives", || {
+            frames.extend(taken(&outbox).frames);
+            let done = !frames.is_empty();
+            async move { done }
+        })
+        .await;
+        assert_eq!(frames, [crate::frame::text(b"hello")], "the heartbeat is never delivered");
+        assert_eq!(metrics.redis_messages.load(Ordering::Relaxed), 2);
+
+        // A session-end announcement closes the session's sockets and is not delivered.
+        let _: i64 = publish("revocations", "sessiona").query_async(&mut conn).await.unwrap();
+        let mut close = None;
+        TestRedis::until("the session's socket is closed", || {
+            let batch = taken(&outbox);
+            assert!(batch.frames.is_empty(), "an announcement is not a message");
+            close = close.or(batch.close);
+            let done = close.is_some();
+            async move { done }
+        })
+        .await;
+        assert_eq!(close, Some(SESSION_ENDED));
+
+        // The last member leaving ends the subscription.
+        drop(membership);
+        let check = redis.connection().await;
+        TestRedis::until("news is unsubscribed", || {
+            let mut conn = check.clone();
+            async move { subscribers(&mut conn, "news").await == 0 }
+        })
+        .await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    }
 }

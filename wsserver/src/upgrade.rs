@@ -103,7 +103,7 @@ pub fn plain(status: StatusCode, text: impl Into<String>) -> Response<Body> {
 
 /// The client's address: the peer, or the X-Real-IP a trusted proxy reports.
 pub fn client_ip(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[std::net::IpAddr]) -> std::net::IpAddr {
-    if trusted.contains(&peer.ip()) {
+    if service::proxy::trusts(trusted, peer.ip()) {
         if let Some(ip) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
             return ip;
         }

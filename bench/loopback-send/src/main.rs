@@ -82,7 +82,7 @@ fn main() {
                                 } else {
                                     io_uring::opcode::Send::new(io_uring::types::Fd(s.as_raw_fd()), FRAME.as_ptr(), FRAME.len() as u32).build()
                                 };
-                                // SAFETY: FRAME is static; the fd outlives the submission (we wait for it).
+                                // SAFETY: FRAME is static; the fd outlives the submission (its completion is awaited below).
                                 unsafe { sq.push(&sqe).expect("submission queue has room") };
                             }
                         }

@@ -1,14 +1,14 @@
 //! `GET /`: the lobby. Who is online (from presence, live), invitations sent and received
-//! (live), and the buttons to invite, accept and decline. `static/lobby.js` does the live part.
+//! (live), and the buttons to invite, accept and decline. `static/demo/lobby.js` does the live part.
 
 use std::sync::Arc;
 
 use hyper::{HeaderMap, Response, StatusCode};
 
 use crate::app::App;
+use crate::demo::pages::chrome::{header, store_unavailable, Live, Nav};
 use crate::http::{see_other, Body};
-use crate::pages::chrome::{header, store_unavailable, Live, Nav};
-use crate::pages::session;
+use crate::session;
 
 pub async fn lobby(app: Arc<App>, headers: &HeaderMap) -> Response<Body> {
     let current = match session::current(&app.store, headers).await {

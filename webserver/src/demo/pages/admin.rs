@@ -8,11 +8,11 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 
 use crate::app::App;
+use crate::demo::lobby::notices_facility;
+use crate::demo::pages::chrome::{header, is_admin, store_unavailable, Live, Nav};
 use crate::http::{escape_html, field, form_fields, read_body, see_other, Body};
-use crate::lobby::notices_facility;
-use crate::pages::chrome::{header, is_admin, store_unavailable, Live, Nav};
-use crate::pages::session::{self, LoggedIn};
 use crate::random::constant_time_eq;
+use crate::session::{self, LoggedIn};
 
 /// Longest notice, in characters.
 pub const MAX_NOTICE: usize = 500;

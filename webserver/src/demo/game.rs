@@ -130,18 +130,6 @@ pub enum MoveError {
     Taken { row: usize, column: usize },
 }
 
-impl MoveError {
-    /// The HTTP status of the refusal.
-    pub fn status(&self) -> hyper::StatusCode {
-        use hyper::StatusCode;
-        match self {
-            MoveError::NotAPlayer => StatusCode::FORBIDDEN,
-            MoveError::NoSuchSquare(_) => StatusCode::BAD_REQUEST,
-            MoveError::GameOver(_) | MoveError::NotYourTurn(_) | MoveError::Taken { .. } => StatusCode::CONFLICT,
-        }
-    }
-}
-
 impl Game {
     pub fn new(id: GameId, x: Name, o: Name, now_ms: u64) -> Game {
         Game {

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Response};
-use protocol::{SessionKey, SessionRecord};
+use protocol::{SessionKey, SessionRecord, SESSION_COOKIE};
 
 use crate::http::{cookie, is_https, Body};
 use crate::store::{Store, StoreError};
 
-/// Name of the session cookie; the same one ws4redis (Django) uses and wsserver reads.
-pub const SESSION_COOKIE: &str = "sessionid";
 /// Cookie holding the CSRF token of anonymous forms (login), double-submit style.
 pub const CSRF_COOKIE: &str = "crier_csrf";
 

@@ -6,7 +6,7 @@
 use protocol::Name;
 use serde::{Deserialize, Serialize};
 
-use crate::game::GameId;
+use crate::demo::game::GameId;
 
 /// The facility of the lobby: its presence is recorded by wsserver (`--presence lobby`), and
 /// invitations reach a player on their user channel of it.
@@ -82,15 +82,6 @@ pub enum AnswerError {
     NotYours(Name),
     #[error("this invitation was already {0}")]
     AlreadyAnswered(&'static str),
-}
-
-impl AnswerError {
-    pub fn status(&self) -> hyper::StatusCode {
-        match self {
-            AnswerError::NotYours(_) => hyper::StatusCode::FORBIDDEN,
-            AnswerError::AlreadyAnswered(_) => hyper::StatusCode::CONFLICT,
-        }
-    }
 }
 
 impl Invitation {

@@ -51,16 +51,11 @@ pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time.
-fn check_bearer<B>(req: &Request<B>, expected: &str) -> Result<(), &'static str> {
-    let value = req.headers().get(header::AUTHORIZATION).ok_or("missing Authorization: Bearer <token> header")?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or("Authorization header must be 'Bearer <token>'")?;
-    if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) {
+fn check_bearer<B>(req: &Request<B>, expected: &str) -> Result<(), String> {
+    let token = service::http::bearer_token(req.headers()).map_err(|e| e.to_string())?;
+    if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err("wrong publish token")
+        Err("wrong publish token".to_owned())
     }
 }

@@ -7,9 +7,9 @@ use hyper::{HeaderMap, Response, StatusCode};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::demo::pages::layout::page_with_meta;
 use crate::http::{escape_html, is_https, Body};
-use crate::pages::layout::page_with_meta;
-use crate::pages::session::LoggedIn;
+use crate::session::LoggedIn;
 
 /// The group whose members may open the admin page.
 pub const ADMINS: &str = "admins";

@@ -8,10 +8,10 @@ use protocol::{Name, SessionRecord};
 
 use crate::accounts::{dummy_hash, verify_password};
 use crate::app::App;
+use crate::demo::pages::chrome::{anonymous_header, Live};
 use crate::http::{cookie, escape_html, field, form_fields, read_body, see_other, text, Body};
-use crate::pages::chrome::{anonymous_header, Live};
-use crate::pages::session::{self, CSRF_COOKIE};
 use crate::random::{constant_time_eq, token};
+use crate::session::{self, CSRF_COOKIE};
 
 /// The login form. A fresh anonymous CSRF token goes into a cookie and a hidden field.
 pub fn form(app: &App, status: StatusCode, message: Option<&str>, request: &hyper::HeaderMap) -> Response<Body> {
@@ -65,10 +65,18 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let hash = account.as_ref().map_or(dummy_hash(), |a| a.password_hash.as_str()).to_owned();
     let attempt = password.to_owned();
     let verified = tokio::task::spawn_blocking(move || verify_password(&attempt, &hash)).await.unwrap_or(false);
-    let Some(account) = account.filter(|_| verified) else {
-        tracing::info!(user = %service::Escaped(username), "login refused");
-        app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return form(&app, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
+    let account = match account {
+        Some(account) if verified => account,
+        refused => {
+            // The name as typed is often a password typed into the wrong field: only an
+            // account's own name, or a keyed tag of the text, is logged.
+            match refused {
+                Some(known) => tracing::info!(user = %known.name, "login refused: wrong password"),
+                None => tracing::info!(typed = %service::redact::tag(username), "login refused: no such account"),
+            }
+            app.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return form(&app, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), &headers);
+        }
     };
     let record = SessionRecord { user: account.name.clone(), groups: account.groups.clone(), csrf: token() };
     match app.store.create_session(&record, app.config.session_ttl).await {

@@ -17,10 +17,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::app::App;
-use crate::game::{Game, GameId};
+use crate::demo::checks::{parse_json, signed_in, signed_in_post};
+use crate::demo::game::{Game, GameId, MoveError};
+use crate::demo::lobby_api::unavailable;
 use crate::http::{json, json_error, Body};
-use crate::lobby_api::unavailable;
-use crate::pages::api::{now_ms, parse_json, signed_in, signed_in_post};
+use service::clock::now_ms;
 
 const EXPIRED: &str = "there is no such game: it never existed, or it expired after a long time without moves";
 
@@ -72,7 +73,7 @@ pub async fn play(app: Arc<App>, req: Request<Incoming>, raw_id: &str) -> Respon
             Err(e) => return unavailable("move", e),
         };
         if let Err(refusal) = game.play(me, square, now_ms()) {
-            return json_error(refusal.status(), refusal);
+            return json_error(move_status(&refusal), refusal);
         }
         match app.store.replace_game(&raw, &game, app.config.game_ttl).await {
             Ok(true) => {
@@ -94,5 +95,14 @@ async fn publish(app: &App, game: &Game, by: &str, square: i64) {
     let message = serde_json::json!({ "type": "game", "game": game.view(), "by": by, "square": square }).to_string();
     if let Err(e) = app.store.publish(&channels, message.as_bytes(), app.config.game_ttl.as_secs()).await {
         tracing::warn!(game = %game.id, "move not published: {e}");
+    }
+}
+
+/// The HTTP status of a refused move.
+fn move_status(refusal: &MoveError) -> StatusCode {
+    match refusal {
+        MoveError::NotAPlayer => StatusCode::FORBIDDEN,
+        MoveError::NoSuchSquare(_) => StatusCode::BAD_REQUEST,
+        MoveError::GameOver(_) | MoveError::NotYourTurn(_) | MoveError::Taken { .. } => StatusCode::CONFLICT,
     }
 }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::http::{json_error, read_body, Body, BodyError};
-use crate::pages::session::{self, LoggedIn};
 use crate::random::constant_time_eq;
+use crate::session::{self, LoggedIn};
 
 /// The header that carries the CSRF token of JSON POSTs.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -71,9 +71,4 @@ pub async fn signed_in_post(app: &App, req: Request<Incoming>) -> Result<(Logged
 pub fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response<Body>> {
     serde_json::from_slice(body)
         .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("expected a JSON body like {expected}: {e}")))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -1,5 +1,5 @@
 //! `GET /game/<id>`: a tic-tac-toe game, for its two players. The board is rendered from the
-//! stored state (so a reload restores it, even without JavaScript); `static/game.js` then
+//! stored state (so a reload restores it, even without JavaScript); `static/demo/game.js` then
 //! keeps it live from `GET /api/games/<id>` and the game's websocket, and posts the moves.
 
 use std::sync::Arc;
@@ -8,10 +8,10 @@ use hyper::{HeaderMap, Response, StatusCode};
 use protocol::Name;
 
 use crate::app::App;
-use crate::game::{Game, GameId, Status};
+use crate::demo::game::{Game, GameId, Status};
+use crate::demo::pages::chrome::{header, store_unavailable, Live, Nav};
 use crate::http::{escape_html, see_other, Body};
-use crate::pages::chrome::{header, store_unavailable, Live, Nav};
-use crate::pages::session;
+use crate::session;
 
 pub async fn game(app: Arc<App>, headers: &HeaderMap, raw_id: &str) -> Response<Body> {
     let current = match session::current(&app.store, headers).await {

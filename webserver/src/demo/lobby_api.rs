@@ -17,10 +17,11 @@ use hyper::{Request, Response, StatusCode};
 use protocol::Name;
 
 use crate::app::App;
-use crate::game::{Game, GameId};
+use crate::demo::checks::{parse_json, signed_in, signed_in_post};
+use crate::demo::game::{Game, GameId};
+use crate::demo::lobby::{lobby_facility, AnswerError, Invitation, InvitationId, InvitationStatus};
 use crate::http::{json, json_error, Body};
-use crate::lobby::{lobby_facility, Invitation, InvitationId, InvitationStatus};
-use crate::pages::api::{now_ms, parse_json, signed_in, signed_in_post};
+use service::clock::now_ms;
 
 /// Open invitations one player may have sent at a time.
 pub const MAX_OPEN_INVITATIONS: usize = 10;
@@ -116,7 +117,7 @@ pub async fn answer(app: Arc<App>, req: Request<Incoming>, raw_id: &str, accept:
             Err(e) => return unavailable("answer", e),
         };
         if let Err(refusal) = invitation.check_answer(me) {
-            return json_error(refusal.status(), refusal);
+            return json_error(answer_status(&refusal), refusal);
         }
         let now = now_ms();
         let mut answered = invitation.clone();
@@ -165,4 +166,12 @@ async fn notify(app: &App, invitation: &Invitation, now: u64) {
 pub(crate) fn unavailable(what: &str, e: crate::store::StoreError) -> Response<Body> {
     tracing::warn!("{what}: {e}");
     json_error(StatusCode::SERVICE_UNAVAILABLE, "the game store is unavailable; try again shortly")
+}
+
+/// The HTTP status of a refused answer.
+fn answer_status(refusal: &AnswerError) -> StatusCode {
+    match refusal {
+        AnswerError::NotYours(_) => StatusCode::FORBIDDEN,
+        AnswerError::AlreadyAnswered(_) => StatusCode::CONFLICT,
+    }
 }

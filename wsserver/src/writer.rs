@@ -1,0 +1,137 @@
+//! The socket writer: the only code that hands frames to the kernel. Two ways in, one owner of
+//! the write half:
+//!
+//! - [`SocketWriter::try_write`]: one non-blocking vectored write of what an outbox has queued,
+//!   made by a fan-out shard while the socket's write loop is idle (a direct write, see
+//!   [`crate::outbox`]); what the kernel does not take stays queued.
+//! - [`SocketWriter::write_all`]: the write loop's writes ([`crate::write_loop`]): a batch, or
+//!   the close frame, waiting for the socket to become writable.
+//!
+//! The write loop owns the writer and attaches it to the socket's outbox for direct writes while
+//! it runs ([`crate::outbox::Outbox::attach_writer`]); both paths take the outbox's frames in
+//! order, and the outbox's `writing` flag keeps them from overlapping.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// Most frames one direct write carries.
+const DIRECT_SLICES: usize = 16;
+/// Most frames one vectored write of the write loop carries (the kernel's IOV_MAX is 1024).
+const MAX_SLICES: usize = 64;
+
+/// The write half of one socket.
+pub struct SocketWriter {
+    half: OwnedWriteHalf,
+}
+
+impl SocketWriter {
+    pub fn new(half: OwnedWriteHalf) -> Arc<SocketWriter> {
+        Arc::new(SocketWriter { half })
+    }
+
+    /// Writes the front of `frames` (up to [`DIRECT_SLICES`]) without waiting. Returns the
+    /// bytes the kernel took; `None` when it took none: WouldBlock, or an error the write loop
+    /// meets on its next write and ends the connection for.
+    pub fn try_write(&self, frames: &VecDeque<Bytes>) -> Option<usize> {
+        let result = if frames.len() == 1 {
+            self.half.try_write(&frames[0])
+        } else {
+            let mut slices = [std::io::IoSlice::new(&[]); DIRECT_SLICES];
+            for (slice, frame) in slices.iter_mut().zip(frames) {
+                *slice = std::io::IoSlice::new(frame);
+            }
+            self.half.try_write_vectored(&slices[..frames.len().min(DIRECT_SLICES)])
+        };
+        result.ok().filter(|n| *n > 0)
+    }
+
+    /// Writes all of `frames` with as few vectored writes as the socket allows.
+    pub async fn write_all(&self, frames: &[Bytes]) -> std::io::Result<()> {
+        let mut index = 0;
+        let mut offset = 0;
+        while index < frames.len() {
+            // On the heap, briefly: an array here would make every idle writer task 1 KiB larger.
+            let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[index][offset..])
+                .chain(frames[index + 1..].iter().map(|f| &f[..]))
+                .take(MAX_SLICES)
+                .map(std::io::IoSlice::new)
+                .collect();
+            let mut written = match self.half.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drop(slices);
+                    self.half.writable().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while index < frames.len() && written >= frames[index].len() - offset {
+                written -= frames[index].len() - offset;
+                index += 1;
+                offset = 0;
+            }
+            offset += written;
+        }
+        Ok(())
+    }
+
+    /// Addresses of the write half and of its stream, only ever used as prefetch hints by the
+    /// fan-out (see [`crate::outbox::Outbox::prefetch_socket`]).
+    pub fn prefetch_hints(self: &Arc<Self>) -> [usize; 2] {
+        let stream: &tokio::net::TcpStream = self.half.as_ref();
+        [Arc::as_ptr(self) as usize, std::ptr::from_ref(stream) as usize]
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A connected loopback pair: this side's writer, the peer, and this side's read half.
+    pub(crate) async fn socket_pair() -> (Arc<SocketWriter>, tokio::net::TcpStream, tokio::net::tcp::OwnedReadHalf) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = server.into_split();
+        (SocketWriter::new(write), client, read)
+    }
+
+    pub(crate) async fn read_exactly(peer: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut buf)).await.unwrap().unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_takes_the_front_frames_in_order() {
+        let (writer, mut peer, _read) = socket_pair().await;
+        let frames: VecDeque<Bytes> = ["a", "bc", "def"].map(Bytes::from).into();
+        assert_eq!(writer.try_write(&frames), Some(6));
+        assert_eq!(read_exactly(&mut peer, 6).await, b"abcdef");
+        assert_eq!(writer.try_write(&VecDeque::from([Bytes::from_static(b"x")])), Some(1));
+        assert_eq!(read_exactly(&mut peer, 1).await, b"x");
+    }
+
+    #[tokio::test]
+    async fn write_all_waits_for_a_full_socket_and_keeps_order() {
+        let (writer, mut peer, _read) = socket_pair().await;
+        // More than the kernel's buffers take at once, in more frames than one vectored write.
+        let frames: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        writer.write_all(&frames).await.unwrap();
+        drop(writer);
+        let all = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.unwrap().unwrap();
+        assert!(all == frames.concat(), "every byte once, in order");
+    }
+}
