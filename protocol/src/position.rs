@@ -105,9 +105,17 @@ mod tests {
         let p = Position::parse_token("3f9a1c07b2e4d611:42").unwrap();
         assert_eq!(p.offset, 42);
         assert_eq!(p.to_string(), "3f9a1c07b2e4d611:42");
-        for bad in ["", ":", "3f9a1c07b2e4d611", "3f9a1c07b2e4d611:", "3f9a1c07b2e4d611:-1", "3f9a1c07b2e4d611:+1",
-            "3f9a1c07b2e4d611:99999999999999999999", "x:1", "3f9a1c07b2e4d611:1:2"]
-        {
+        for bad in [
+            "",
+            ":",
+            "3f9a1c07b2e4d611",
+            "3f9a1c07b2e4d611:",
+            "3f9a1c07b2e4d611:-1",
+            "3f9a1c07b2e4d611:+1",
+            "3f9a1c07b2e4d611:99999999999999999999",
+            "x:1",
+            "3f9a1c07b2e4d611:1:2",
+        ] {
             assert_eq!(Position::parse_token(bad), None, "{bad:?}");
         }
     }

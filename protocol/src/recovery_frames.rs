@@ -172,6 +172,9 @@ mod tests {
             json!({"type":"message","audience":"broadcast","epoch":"3f9a1c07b2e4d611","offset":43,"data":"hi \"there\""})
         );
         let u = ChannelAudience { audience: Audience::User, group: None };
-        assert_eq!(parsed(message_json(&u, None, b"x\xff")), json!({"type":"message","audience":"user","data":"x\u{fffd}"}));
+        assert_eq!(
+            parsed(message_json(&u, None, b"x\xff")),
+            json!({"type":"message","audience":"user","data":"x\u{fffd}"})
+        );
     }
 }
