@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod duration;
 pub mod history;
+pub mod history_args;
 pub mod history_metrics;
 pub mod history_script;
 pub mod http;
