@@ -2,7 +2,8 @@
 //! socket's live messages are held in its [`Gate`] while the history is read; then one status
 //! object per channel, the missed messages, and the held messages newer than what the history
 //! gave are queued in that order, and the gate opens. No duplicate and no gap: live messages at
-//! or before the history's top are dropped, later ones kept.
+//! or before the history's top are dropped (also those arriving after the gate opened), later
+//! ones kept.
 //!
 //! Opted-in sockets receive the contract's JSON objects (see `protocol::recovery_frames`); the
 //! registry encodes each message's object once and shares it, as it does the plain frame.
@@ -29,7 +30,10 @@ pub const HELD_OVERFLOW: CloseReason =
     CloseReason { code: 1013, reason: "too much traffic during recovery, try again" };
 
 /// One opted-in socket's switch between holding live messages (while recovering) and letting
-/// them through. A std `Mutex`: held for one push or for the final merge, never across `.await`.
+/// them through, and its memory of the newest position its recovery already sent per channel:
+/// a live copy of a message the history read already returned (published just before the read,
+/// its pub/sub copy still on the way) is dropped even after the gate opened. A std `Mutex`:
+/// held for one decision or for the final merge, never across `.await`.
 pub struct Gate {
     audiences: Vec<(ChannelName, ChannelAudience)>,
     state: Mutex<GateState>,
@@ -38,13 +42,19 @@ pub struct Gate {
 enum GateState {
     Holding(Vec<Held>),
     Overflowed,
-    Open,
+    /// Per channel (same index as `audiences`), the position live messages must be newer than.
+    Open(Vec<Option<Position>>),
 }
 
 struct Held {
     channel: usize,
     position: Option<Position>,
     frame: Bytes,
+}
+
+/// Whether a message at `position` was already sent by the recovery that ended at `after`.
+fn already_sent(after: Option<Position>, position: Option<Position>) -> bool {
+    matches!((after, position), (Some(a), Some(p)) if a.epoch == p.epoch && p.offset <= a.offset)
 }
 
 impl Gate {
@@ -63,17 +73,23 @@ impl Gate {
         self.audiences.iter().find(|(c, _)| c.as_str() == channel).map(|(_, a)| a)
     }
 
-    /// Keeps a live message while the gate is closed; false once it is open (deliver it).
-    pub fn hold(&self, channel: &str, position: Option<Position>, frame: &Bytes) -> bool {
+    /// Decides about one live message: true when the caller delivers it now; false when the
+    /// gate keeps it (recovery in progress) or drops it (the recovery already sent it).
+    pub fn admit(&self, channel: &str, position: Option<Position>, frame: &Bytes) -> bool {
+        let Some(index) = self.audiences.iter().position(|(c, _)| c.as_str() == channel) else { return true };
         let mut state = self.lock();
-        let GateState::Holding(held) = &mut *state else { return matches!(*state, GateState::Overflowed) };
-        let Some(channel) = self.audiences.iter().position(|(c, _)| c.as_str() == channel) else { return false };
-        if held.len() >= MAX_HELD {
-            *state = GateState::Overflowed;
-            return true;
+        match &mut *state {
+            GateState::Open(after) => !already_sent(after[index], position),
+            GateState::Overflowed => false,
+            GateState::Holding(held) if held.len() >= MAX_HELD => {
+                *state = GateState::Overflowed;
+                false
+            }
+            GateState::Holding(held) => {
+                held.push(Held { channel: index, position, frame: frame.clone() });
+                false
+            }
         }
-        held.push(Held { channel, position, frame: frame.clone() });
-        true
     }
 
     /// Queues `first` (statuses and missed messages), then the held messages that are newer
@@ -85,14 +101,15 @@ impl Gate {
         first: Vec<Bytes>,
         live_after: &HashMap<ChannelName, Position>,
     ) -> Option<usize> {
+        let after: Vec<Option<Position>> = self.audiences.iter().map(|(c, _)| live_after.get(c).copied()).collect();
         let mut state = self.lock();
-        let held = match std::mem::replace(&mut *state, GateState::Open) {
+        let held = match std::mem::replace(&mut *state, GateState::Open(after.clone())) {
             GateState::Holding(held) => held,
             GateState::Overflowed => {
                 outbox.close_now(HELD_OVERFLOW);
                 return None;
             }
-            GateState::Open => Vec::new(),
+            GateState::Open(_) => Vec::new(),
         };
         let mut count = 0;
         for frame in first {
@@ -100,9 +117,7 @@ impl Gate {
             count += 1;
         }
         for h in held {
-            let after = live_after.get(&self.audiences[h.channel].0);
-            let seen = matches!((after, h.position), (Some(a), Some(p)) if a.epoch == p.epoch && p.offset <= a.offset);
-            if !seen {
+            if !already_sent(after[h.channel], h.position) {
                 outbox.push(h.frame);
                 count += 1;
             }
@@ -180,5 +195,61 @@ pub async fn recover(
     }
     if let Some(count) = gate.open(outbox, first, &live_after) {
         app.metrics.messages_out.fetch_add(count as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Batch;
+    use protocol::Epoch;
+
+    fn at(offset: u64) -> Option<Position> {
+        Some(Position { epoch: Epoch::from_u64(9), offset })
+    }
+
+    fn queued(outbox: &Outbox) -> Vec<Bytes> {
+        let mut batch = Batch::default();
+        outbox.take_batch(&mut batch, usize::MAX);
+        batch.frames
+    }
+
+    #[test]
+    fn held_messages_are_merged_by_offset_and_late_copies_dropped() {
+        let prefix = KeyPrefix::default();
+        let channel = prefix.broadcast(&Facility::parse("chat").unwrap());
+        let gate = Gate::new(&prefix, std::slice::from_ref(&channel));
+        let outbox = Outbox::new(16);
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        // While the history is read: everything is held, nothing delivered.
+        assert!(!gate.admit(channel.as_str(), at(4), &frame("4")));
+        assert!(!gate.admit(channel.as_str(), at(6), &frame("6")));
+        assert!(!gate.admit(channel.as_str(), None, &frame("plain")));
+        // The history read ended at offset 5 (it sent 4 and 5 itself).
+        let live_after = HashMap::from([(channel.clone(), at(5).unwrap())]);
+        assert_eq!(gate.open(&outbox, vec![frame("status"), frame("5")], &live_after), Some(4));
+        assert_eq!(queued(&outbox), [frame("status"), frame("5"), frame("6"), frame("plain")]);
+        // After opening: a late live copy of 5 is dropped, 7 and unpositioned messages pass,
+        // a message of another epoch passes.
+        assert!(!gate.admit(channel.as_str(), at(5), &frame("5")));
+        assert!(gate.admit(channel.as_str(), at(7), &frame("7")));
+        assert!(gate.admit(channel.as_str(), None, &frame("plain")));
+        let other = Some(Position { epoch: Epoch::from_u64(1), offset: 1 });
+        assert!(gate.admit(channel.as_str(), other, &frame("new epoch")));
+    }
+
+    #[test]
+    fn too_many_held_messages_close_the_socket() {
+        let prefix = KeyPrefix::default();
+        let channel = prefix.broadcast(&Facility::parse("chat").unwrap());
+        let gate = Gate::new(&prefix, std::slice::from_ref(&channel));
+        let outbox = Outbox::new(16);
+        for i in 0..=MAX_HELD as u64 {
+            assert!(!gate.admit(channel.as_str(), at(i), &Bytes::new()));
+        }
+        assert_eq!(gate.open(&outbox, Vec::new(), &HashMap::new()), None);
+        let mut batch = Batch::default();
+        outbox.take_batch(&mut batch, usize::MAX);
+        assert_eq!(batch.close, Some(HELD_OVERFLOW));
     }
 }

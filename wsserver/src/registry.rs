@@ -198,7 +198,7 @@ impl Registry {
     }
 
     /// The `message` object to the opted-in members of a channel (outside the registry lock:
-    /// each gate decides under its own lock whether it still holds messages).
+    /// each gate decides under its own lock whether to hold, drop or deliver it).
     fn deliver_opted_in(
         &self,
         channel: &str,
@@ -213,8 +213,8 @@ impl Registry {
         let mut split = self.fanout.split();
         let mut count = 0;
         for (id, member) in &members {
-            let held = member.gate.as_ref().is_some_and(|gate| gate.hold(channel, message.position, &frame));
-            if !held {
+            let admitted = member.gate.as_ref().is_none_or(|gate| gate.admit(channel, message.position, &frame));
+            if admitted {
                 split.add(*id, &member.outbox);
                 count += 1;
             }
