@@ -212,6 +212,15 @@ mod tests {
     }
 
     #[test]
+    fn history_settings_are_checked() {
+        assert!(parse(&["--history", "chat,game", "--history-size", "50", "--history-ttl", "1h"]).validate().is_ok());
+        for bad in [["--history-size", "0"], ["--history-ttl", "200h"]] {
+            let err = parse(&bad).validate().unwrap_err().to_string();
+            assert!(err.contains("history"), "{err}");
+        }
+    }
+
+    #[test]
     fn validates_and_masks() {
         parse(&[]).validate().unwrap();
         assert!(parse(&["--publish-token", "short"]).validate().is_err());
