@@ -37,6 +37,9 @@
 #   BENCH_SEARCH_REFINE=2 phases after a search's first failed step that bisect between the last
 #                         held rate and the failed one (a searched rate is then known to about a
 #                         quarter of a step)
+#   BENCH_HISTORY=        CRIER_HISTORY of both Crier binaries: empty (default) for no history,
+#                         `bench` (the facility every scenario uses) or `*` to measure the publish
+#                         path with the per-channel history (append-and-publish script)
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
@@ -259,6 +262,12 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
     done
 }
 
+# CPU time (µs) a process has used so far, from /proc/PID/stat (utime + stime); 0 when gone.
+CLK_TCK=$(getconf CLK_TCK)
+process_cpu_us() {
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1e6 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # Busy CPU of the whole machine (µs) from /proc/stat: user nice system irq softirq, not steal
 # (time the host withheld; loadgen reports it apart, as steal_cores).
 machine_busy_us() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8) * 10000; exit }' /proc/stat; }
@@ -295,7 +304,11 @@ measure() { # measure scenario system run
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
         --max-p99 "$MAX_P99" --connect-rate 5000 --source-addrs "$(next_sources)" \
         --json "$base.json" --svg "$base.svg" >"$base.txt" 2>"$base.log" &
-    local lg=$! max_conns=0 tick=0
+    local lg=$! max_conns=0 tick=0 publish_cpu_before=0
+    # webserver + Redis CPU over the whole run, per message published (the publish path).
+    if [[ $system == crier && $scenario != idle ]]; then
+        publish_cpu_before=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID")))
+    fi
     REDIS_INODE_OWNER=()
     while kill -0 "$lg" 2>/dev/null; do
         # Every 5 s: about 10 ms of CPU each time with 19,000 sockets open.
@@ -307,6 +320,15 @@ measure() { # measure scenario system run
     done
     wait "$lg" || rc=$?
     [[ $system == crier ]] && record "$scenario" "$system" "$run" redis_conns_per_wsserver "$max_conns"
+    if [[ $system == crier && $scenario != idle && -s $base.json ]]; then
+        local publish_cpu published
+        publish_cpu=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID") - publish_cpu_before))
+        published=$(jq '[.phases[].published] | add // 0' "$base.json")
+        if ((published > 0)); then
+            record "$scenario" "$system" "$run" web_redis_cpu_us_per_publish \
+                "$(awk -v c="$publish_cpu" -v p="$published" 'BEGIN { printf "%.2f", c / p }')"
+        fi
+    fi
     stop_system "$system"
     if [[ ! -s $base.json ]]; then
         log "loadgen failed (exit $rc) for $scenario on $system; see $base.log"

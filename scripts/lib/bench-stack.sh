@@ -75,14 +75,14 @@ bench_crier_start() {
     CRIER_TOKEN=bench-token-0123456789abcdef
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
-        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
+        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" CRIER_HISTORY="${BENCH_HISTORY:-}" "$bin/wsserver" \
             --listen "127.0.0.1:$WS_PORT" --admin-listen "127.0.0.1:$WS_ADMIN_PORT" \
             --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
     ) >"$dir/wsserver.log" 2>&1 &
     WS_PID=$!
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
-        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
+        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" CRIER_HISTORY="${BENCH_HISTORY:-}" "$bin/webserver" \
             --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
     ) >"$dir/webserver.log" 2>&1 &
     WEB_PID=$!

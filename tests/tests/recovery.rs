@@ -195,6 +195,8 @@ async fn client_publishes_with_echo_are_recoverable_like_api_publishes() {
     assert_eq!(listener.last_status().unwrap().value["missed"], 3);
     receive(&mut listener, 4).await;
     assert_eq!(listener.received, ["hello", "one", "two", "three"]);
+    assert_eq!(stack.metric("crier_history_appends_total").await, Some(4.0), "wsserver appended them");
+    assert_eq!(stack.metric("crier_recovered_messages_total").await, Some(3.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
