@@ -219,3 +219,19 @@ async fn a_facility_without_history_says_so() {
     let mut plain = WsClient::open(&stack.ws_url("/ws/news?subscribe-broadcast")).await;
     assert_eq!(plain.expect_text(WAIT).await, "stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_echo_an_opted_in_publisher_does_not_get_its_own_messages_live() {
+    let stack = Stack::start(history_stack("100").ws_args(&["--anonymous-flags", "*"])).await;
+    let mut talker = RecoveringClient::new(&stack.ws_url("/ws/chat?subscribe-broadcast&publish-broadcast"));
+    talker.contiguous = false;
+    let mut listener = RecoveringClient::new(&stack.ws_url("/ws/chat?subscribe-broadcast"));
+    assert!(talker.connect(1, WAIT).await);
+    assert!(listener.connect(1, WAIT).await);
+    talker.send_text("mine").await;
+    stack.publish_broadcast("chat", "theirs", 0).await;
+    receive(&mut listener, 2).await;
+    receive(&mut talker, 1).await;
+    assert_eq!(listener.received, ["mine", "theirs"]);
+    assert_eq!(talker.received, ["theirs"], "its own copy is swallowed, the other message arrives");
+}
