@@ -165,10 +165,13 @@ async fn a_rolling_restart_loses_nothing_for_recovering_clients() {
             .iter()
             .map(|f| f.strip_prefix('m').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("plain frame {f:?}")))
             .collect();
-        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "plain client {i}: in order, no duplicate");
         if lost {
+            // On reconnecting, a plain socket gets the ws4redis last-message replay first (the API
+            // stores each message for its default expire): possibly a copy of one it had.
+            assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "plain client {i}: in order");
             plain_lost += 1;
         } else {
+            assert!(numbers.windows(2).all(|w| w[0] < w[1]), "plain client {i}: in order, no duplicate");
             assert_eq!(frames, expected, "plain client {i} never lost its socket and got everything");
         }
     }

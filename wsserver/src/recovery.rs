@@ -219,7 +219,7 @@ mod tests {
         let prefix = KeyPrefix::default();
         let channel = prefix.broadcast(&Facility::parse("chat").unwrap());
         let gate = Gate::new(&prefix, std::slice::from_ref(&channel));
-        let outbox = Outbox::new(16);
+        let outbox = Outbox::for_test(16);
         let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
         // While the history is read: everything is held, nothing delivered.
         assert!(!gate.admit(channel.as_str(), at(4), &frame("4")));
@@ -243,7 +243,7 @@ mod tests {
         let prefix = KeyPrefix::default();
         let channel = prefix.broadcast(&Facility::parse("chat").unwrap());
         let gate = Gate::new(&prefix, std::slice::from_ref(&channel));
-        let outbox = Outbox::new(16);
+        let outbox = Outbox::for_test(16);
         for i in 0..=MAX_HELD as u64 {
             assert!(!gate.admit(channel.as_str(), at(i), &Bytes::new()));
         }
