@@ -18,16 +18,13 @@ use protocol::{ChannelName, Facility, KeyPrefix, Position, Recover, Status};
 use service::history::{self, Recovery};
 
 use crate::app::App;
+use crate::close::HELD_OVERFLOW;
 use crate::frame;
-use crate::outbox::{CloseReason, Outbox};
+use crate::outbox::Outbox;
 
 /// Most live messages held for one socket while its history is read; beyond, the socket is
 /// closed (it would be a slow consumer anyway) and its client reconnects with its positions.
 pub const MAX_HELD: usize = 10_000;
-
-/// Close for a socket whose live traffic outgrew [`MAX_HELD`] during its recovery.
-pub const HELD_OVERFLOW: CloseReason =
-    CloseReason { code: 1013, reason: "too much traffic during recovery, try again" };
 
 /// One opted-in socket's switch between holding live messages (while recovering) and letting
 /// them through, and its memory of the newest position its recovery already sent per channel:
