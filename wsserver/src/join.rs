@@ -87,7 +87,8 @@ pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()
 }
 
 /// Waits for Redis to confirm the subscriptions, then puts the persisted last messages before
-/// the live ones (for an opted-in socket: its recovery, see [`crate::recovery`]). Closes the socket with 1013 when Redis cannot do either in time.
+/// the live ones (for an opted-in socket: its recovery, see [`crate::recovery`]). Closes the
+/// socket with 1013 when Redis cannot do either in time.
 pub async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>>) {
     let subscribed = async {
         for wait in waits {
