@@ -19,6 +19,8 @@
 #                (search from 2,000/s, x1.15 a step)
 # Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
 #   crier        wsserver + webserver (publish API) + redis-server
+#   crier-history  the same with the per-channel history on (CRIER_HISTORY=BENCH_HISTORY): every
+#                publish is the append-and-publish script (not in the default list)
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
 #   nchan-redis  nginx + Nchan with nchan_redis_server/nchan_redis_pass, + redis-server
 #
@@ -37,6 +39,8 @@
 #   BENCH_SEARCH_REFINE=2 phases after a search's first failed step that bisect between the last
 #                         held rate and the failed one (a searched rate is then known to about a
 #                         quarter of a step)
+#   BENCH_HISTORY=bench   CRIER_HISTORY of the crier-history system (`bench` is the facility every
+#                         scenario uses)
 #   BENCH_OUT=bench-out/<UTC time>   where every summary (JSON, text, SVG, log) goes
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
@@ -168,6 +172,7 @@ scenario_args() {
 start_system() {
     case $1 in
         crier) bench_crier_start "$SCRATCH" "$BIN" ;;
+        crier-history) bench_crier_start "$SCRATCH" "$BIN" "${BENCH_HISTORY:-bench}" ;;
         nchan) bench_nchan_start "$SCRATCH" memory ;;
         nchan-redis) bench_nchan_start "$SCRATCH" redis ;;
     esac
@@ -175,7 +180,7 @@ start_system() {
 
 stop_system() {
     case $1 in
-        crier) bench_crier_stop ;;
+        crier | crier-history) bench_crier_stop ;;
         nchan | nchan-redis) bench_nchan_stop ;;
     esac
     bench_redis_flush
@@ -259,6 +264,12 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
     done
 }
 
+# CPU time (µs) a process has used so far, from /proc/PID/stat (utime + stime); 0 when gone.
+CLK_TCK=$(getconf CLK_TCK)
+process_cpu_us() {
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1e6 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # Busy CPU of the whole machine (µs) from /proc/stat: user nice system irq softirq, not steal
 # (time the host withheld; loadgen reports it apart, as steal_cores).
 machine_busy_us() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8) * 10000; exit }' /proc/stat; }
@@ -295,18 +306,31 @@ measure() { # measure scenario system run
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
         --max-p99 "$MAX_P99" --connect-rate 5000 --source-addrs "$(next_sources)" \
         --json "$base.json" --svg "$base.svg" >"$base.txt" 2>"$base.log" &
-    local lg=$! max_conns=0 tick=0
+    local lg=$! max_conns=0 tick=0 publish_cpu_before=0
+    # webserver + Redis CPU over the whole run, per message published (the publish path).
+    if [[ $system == crier* && $scenario != idle ]]; then
+        publish_cpu_before=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID")))
+    fi
     REDIS_INODE_OWNER=()
     while kill -0 "$lg" 2>/dev/null; do
         # Every 5 s: about 10 ms of CPU each time with 19,000 sockets open.
-        if [[ $system == crier ]] && ((tick++ % 5 == 1)); then
+        if [[ $system == crier* ]] && ((tick++ % 5 == 1)); then
             count_redis_conns "$WS_PID"
             ((REDIS_CONNS > max_conns)) && max_conns=$REDIS_CONNS
         fi
         sleep 1
     done
     wait "$lg" || rc=$?
-    [[ $system == crier ]] && record "$scenario" "$system" "$run" redis_conns_per_wsserver "$max_conns"
+    [[ $system == crier* ]] && record "$scenario" "$system" "$run" redis_conns_per_wsserver "$max_conns"
+    if [[ $system == crier* && $scenario != idle && -s $base.json ]]; then
+        local publish_cpu published
+        publish_cpu=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID") - publish_cpu_before))
+        published=$(jq '[.phases[].published] | add // 0' "$base.json")
+        if ((published > 0)); then
+            record "$scenario" "$system" "$run" web_redis_cpu_us_per_publish \
+                "$(awk -v c="$publish_cpu" -v p="$published" 'BEGIN { printf "%.2f", c / p }')"
+        fi
+    fi
     stop_system "$system"
     if [[ ! -s $base.json ]]; then
         log "loadgen failed (exit $rc) for $scenario on $system; see $base.log"
@@ -342,7 +366,8 @@ for ((run = 1; run <= RUNS; run++)); do
     done
 done
 
-# Medians over the runs, and the ratios Crier / Nchan (memory) and Crier / Nchan (redis).
+# Medians over the runs, and the ratios Crier / Nchan (memory), Crier / Nchan (redis) and Crier
+# with history / Nchan (redis).
 awk -F'\t' -v systems="$SYSTEMS" '
     { key = $1 SUBSEP $4; vals[$1, $2, $4] = vals[$1, $2, $4] " " $5; if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
     function median(s,    a, k, i, j, t) {
@@ -356,17 +381,18 @@ awk -F'\t' -v systems="$SYSTEMS" '
         ns = split(systems, sys, " ")
         printf "| scenario | metric |"
         for (i = 1; i <= ns; i++) printf " %s |", sys[i]
-        printf " crier/nchan | crier/nchan-redis |\n|---|---|"
+        printf " crier/nchan | crier/nchan-redis | crier-history/nchan-redis |\n|---|---|"
         for (i = 1; i <= ns; i++) printf "---|"
-        printf "---|---|\n"
+        printf "---|---|---|\n"
         for (o = 1; o <= n; o++) {
             split(order[o], km, SUBSEP)
             printf "| %s | %s |", km[1], km[2]
             delete m
             for (i = 1; i <= ns; i++) { m[sys[i]] = median(vals[km[1], sys[i], km[2]]); printf " %s |", fmt(m[sys[i]]) }
-            for (r = 1; r <= 2; r++) {
+            for (r = 1; r <= 3; r++) {
+                mine = (r == 3) ? "crier-history" : "crier"
                 other = (r == 1) ? "nchan" : "nchan-redis"
-                if (m["crier"] != "" && m[other] != "" && m[other] + 0 != 0) printf " %.2f |", m["crier"] / m[other]
+                if (m[mine] != "" && m[other] != "" && m[other] + 0 != 0) printf " %.2f |", m[mine] / m[other]
                 else printf " - |"
             }
             printf "\n"

@@ -83,9 +83,9 @@ impl Flags {
     }
 }
 
-/// Decodes `+` and `%XX` in a query key; undecodable input is kept as it is (it will not match a
+/// Decodes `+` and `%XX` in a query key or value; undecodable input is kept as it is (it will not match a
 /// flag name anyway).
-fn decode_query_key(key: &str) -> String {
+pub(crate) fn decode_query_key(key: &str) -> String {
     let bytes = key.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

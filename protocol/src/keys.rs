@@ -7,6 +7,15 @@
 //! `{p}session:{session key}:{facility}`.
 //! Crier's own keys live under `{p}crier:`, whose second segment (`sessions`, `accounts`, ...) is
 //! never one of the four audience words, so they cannot collide with a channel.
+//!
+//! A channel's history is two keys, a stream and a meta hash (epoch and last offset):
+//! `{p}crier:history:{<channel>}` and `{p}crier:history-meta:{<channel>}`. The braces are a
+//! Redis Cluster hash tag: both keys hash like the channel name itself, which is the channel's
+//! pub/sub slot and its last-message key, so one script can touch all three on one node. When the
+//! channel name has a hash tag of its own (a `{...}` in a facility or prefix), the history keys
+//! use that tag and append the full name: `{p}crier:history:{<tag>}:<channel>`. A channel name
+//! containing `}` without a tag before it cannot be matched by any tag; its history keys are
+//! `{p}crier:history:<channel>` (fine on a single Redis, not slot-aligned on a cluster).
 
 use std::fmt;
 
@@ -116,10 +125,58 @@ impl KeyPrefix {
         format!("{}crier:user-invitations:{}", self.0, user)
     }
 
+    /// The stream holding a channel's recent messages (entry id `<offset>-0`, field `d`).
+    pub fn history_stream(&self, channel: &ChannelName) -> String {
+        self.history_key("history", channel)
+    }
+
+    /// The hash holding a channel's history epoch (`e`) and last offset (`s`).
+    pub fn history_meta(&self, channel: &ChannelName) -> String {
+        self.history_key("history-meta", channel)
+    }
+
+    fn history_key(&self, kind: &str, channel: &ChannelName) -> String {
+        let name = channel.as_str();
+        let tag = cluster_hash_tag(name);
+        if tag.len() == name.len() && !name.contains('}') {
+            format!("{}crier:{kind}:{{{name}}}", self.0)
+        } else if tag.len() != name.len() {
+            format!("{}crier:{kind}:{{{tag}}}:{name}", self.0)
+        } else {
+            format!("{}crier:{kind}:{name}", self.0)
+        }
+    }
+
+    /// The audience (and group name) a channel of this prefix addresses, as an opted-in socket
+    /// is told it; `None` for a name that is not a ws4redis channel under this prefix.
+    pub fn channel_audience(&self, channel: &ChannelName) -> Option<crate::recovery_frames::ChannelAudience> {
+        let rest = channel.as_str().strip_prefix(self.0.as_str())?;
+        let (word, rest) = rest.split_once(':')?;
+        let audience = Audience::ALL.into_iter().find(|a| a.as_str() == word)?;
+        let group = match audience {
+            Audience::Group => Some(rest.split_once(':')?.0.to_owned()),
+            _ => None,
+        };
+        Some(crate::recovery_frames::ChannelAudience { audience, group })
+    }
+
     /// Channel that tells wsservers a session ended (logout), so its sockets can be closed.
     pub fn session_revocations(&self) -> ChannelName {
         ChannelName(format!("{}crier:session-revocations", self.0))
     }
+}
+
+/// The part of a key Redis Cluster hashes to find its slot: the text between the first `{` and
+/// the first `}` after it when that is not empty, else the whole key.
+pub fn cluster_hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
 }
 
 fn is_token(id: &str) -> bool {
@@ -181,13 +238,71 @@ mod tests {
     }
 
     #[test]
+    fn history_keys_share_the_channel_slot() {
+        let n = |s| Name::parse(s).unwrap();
+        for prefix in ["", "ws4redis", "{app}"] {
+            let p = KeyPrefix::new(prefix).unwrap();
+            for facility in ["chat", "", "a{b", "x{tag}y", "{x}y"] {
+                let f = Facility::parse(facility).unwrap();
+                for c in [p.broadcast(&f), p.group(&n("g"), &f), p.user(&n("u"), &f)] {
+                    for key in [p.history_stream(&c), p.history_meta(&c)] {
+                        assert!(key.starts_with(&format!("{}crier:history", p.as_str())), "{key}");
+                        assert_eq!(cluster_hash_tag(&key), cluster_hash_tag(c.as_str()), "{key} vs {c}");
+                    }
+                }
+            }
+        }
+        let p = KeyPrefix::new("ws4redis").unwrap();
+        let c = p.broadcast(&Facility::parse("chat").unwrap());
+        assert_eq!(p.history_stream(&c), "ws4redis:crier:history:{ws4redis:broadcast:chat}");
+        assert_eq!(p.history_meta(&c), "ws4redis:crier:history-meta:{ws4redis:broadcast:chat}");
+        // No tag can match a name with a lone `}`: plain keys, still distinct per channel.
+        let odd = p.broadcast(&Facility::parse("a}b").unwrap());
+        assert_eq!(p.history_stream(&odd), "ws4redis:crier:history:ws4redis:broadcast:a}b");
+    }
+
+    #[test]
+    fn history_keys_are_distinct_per_channel() {
+        let p = KeyPrefix::new("{app}").unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for facility in ["chat", "chat2", "", "a}b", "a}b{c", "{x}", "x{tag}y"] {
+            let c = p.broadcast(&Facility::parse(facility).unwrap());
+            assert!(seen.insert(p.history_stream(&c)));
+            assert!(seen.insert(p.history_meta(&c)));
+        }
+    }
+
+    #[test]
+    fn channel_audience_is_read_back_from_the_name() {
+        use crate::recovery_frames::ChannelAudience;
+        let p = KeyPrefix::new("ws4redis").unwrap();
+        let f = Facility::parse("a:b").unwrap();
+        let g = p.group(&Name::parse("chatters").unwrap(), &f);
+        assert_eq!(
+            p.channel_audience(&g),
+            Some(ChannelAudience { audience: Audience::Group, group: Some("chatters".into()) })
+        );
+        let u = p.user(&Name::parse("ann").unwrap(), &f);
+        assert_eq!(p.channel_audience(&u), Some(ChannelAudience { audience: Audience::User, group: None }));
+        assert_eq!(p.channel_audience(&ChannelName::from_redis("other:broadcast:x")), None);
+        assert_eq!(p.channel_audience(&ChannelName::from_redis("ws4redis:crier:x")), None);
+    }
+
+    #[test]
     fn own_keys_never_collide_with_channels() {
         let p = KeyPrefix::default();
         let s = SessionKey::parse("k").unwrap();
         let ann = Name::parse("ann").unwrap();
-        for key in
-            [p.session_record(&s), p.account_index(), p.game("ab12"), p.invitation("cd34"), p.user_invitations(&ann)]
-        {
+        let c = p.broadcast(&Facility::parse("f").unwrap());
+        for key in [
+            p.session_record(&s),
+            p.account_index(),
+            p.game("ab12"),
+            p.invitation("cd34"),
+            p.user_invitations(&ann),
+            p.history_stream(&c),
+            p.history_meta(&c),
+        ] {
             for a in Audience::ALL {
                 assert!(!key.starts_with(&format!("{a}:")));
             }

@@ -42,6 +42,8 @@ pub enum PublishError {
 /// A validated publish: the channels to reach, the payload and the expiry to store it with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
+    /// The facility, which decides whether the message goes through the history.
+    pub facility: Facility,
     pub channels: Vec<ChannelName>,
     pub message: String,
     pub expire: u64,
@@ -83,7 +85,7 @@ impl PublishRequest {
             let mut seen = std::collections::HashSet::with_capacity(channels.len());
             channels.retain(|c| seen.insert(c.clone()));
         }
-        Ok(Publication { channels, message: self.message, expire })
+        Ok(Publication { facility, channels, message: self.message, expire })
     }
 }
 

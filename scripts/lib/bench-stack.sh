@@ -68,21 +68,21 @@ bench_redis_stop() {
     REDIS_PID=''
 }
 
-bench_crier_start() {
-    local dir=$1 bin=$2 ports i
+bench_crier_start() { # bench_crier_start DIR BIN [HISTORY]: HISTORY is CRIER_HISTORY (default none)
+    local dir=$1 bin=$2 history=${3:-} ports i
     ports=$(free_ports 3)
     read -r WS_PORT WS_ADMIN_PORT WEB_PORT <<<"$ports"
     CRIER_TOKEN=bench-token-0123456789abcdef
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
-        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
+        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" CRIER_HISTORY="$history" "$bin/wsserver" \
             --listen "127.0.0.1:$WS_PORT" --admin-listen "127.0.0.1:$WS_ADMIN_PORT" \
             --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
     ) >"$dir/wsserver.log" 2>&1 &
     WS_PID=$!
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
-        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
+        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" CRIER_HISTORY="$history" "$bin/webserver" \
             --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
     ) >"$dir/webserver.log" 2>&1 &
     WEB_PID=$!
@@ -149,12 +149,12 @@ bench_nchan_stop() {
 }
 
 # bench_loadgen_args SYSTEM SCENARIO: loadgen's arguments pointing at a started system
-# (crier | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
+# (crier | crier-history | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
 # subscribes Crier's clients by user).
 bench_loadgen_args() {
     local system=$1 scenario=$2 pids publish
     case $system in
-        crier)
+        crier | crier-history)
             local flag=subscribe-broadcast audience=broadcast
             if [[ $scenario == channels10k ]]; then
                 flag=subscribe-user audience=user

@@ -1,10 +1,15 @@
 //! Runtime pieces both Crier binaries share: the accept-and-serve loop, the Redis reconnect
 //! policy and command connection, shutdown signals, logging, log-safe text and masking,
 //! human durations, the wall clock, trusted proxies, systemd readiness notification and the
-//! tokio runtime.
+//! tokio runtime, and the per-channel history (append-and-publish, read for recovery,
+//! metrics).
 
 pub mod clock;
 pub mod duration;
+pub mod history;
+pub mod history_args;
+pub mod history_metrics;
+pub mod history_script;
 pub mod http;
 pub mod logging;
 pub mod notify;

@@ -12,14 +12,18 @@
 //! - [`raw`]: hand-written HTTP requests and websocket frames, for abuse and protocol tests.
 //! - [`server_process`]: the real binaries as child processes (signals, exit codes, SIGKILL).
 //! - [`prometheus`]: samples from /metrics text.
+//! - [`recovering`]: a client that recovers by the recovery contract and checks what it gets.
+//! - [`cut_proxy`]: a TCP proxy that stalls and resets connections, as a network cut does.
 
 pub mod browser;
+pub mod cut_proxy;
 pub mod http;
 pub mod login;
 pub mod nginx;
 pub mod process;
 pub mod prometheus;
 pub mod raw;
+pub mod recovering;
 pub mod redis_server;
 pub mod server_process;
 pub mod stack;

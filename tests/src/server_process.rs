@@ -71,8 +71,12 @@ impl ServerProcess {
     /// Starts `wsserver` on free loopback ports with `--redis-url redis_url` and `args`, and
     /// waits until its /readyz answers 200.
     pub async fn wsserver(redis_url: &str, args: &[&str]) -> ServerProcess {
-        let addr = free_port();
-        let admin = free_port();
+        ServerProcess::wsserver_at(redis_url, free_port(), free_port(), args).await
+    }
+
+    /// Like [`ServerProcess::wsserver`], on given addresses: a restarted instance comes back
+    /// where nginx and its clients expect it.
+    pub async fn wsserver_at(redis_url: &str, addr: SocketAddr, admin: SocketAddr, args: &[&str]) -> ServerProcess {
         let mut all = vec![
             "--listen".to_owned(),
             addr.to_string(),

@@ -31,6 +31,9 @@ pub struct Config {
     #[arg(long, env = "CRIER_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
 
+    #[command(flatten)]
+    pub history: service::history_args::HistoryArgs,
+
     /// Largest request body accepted, in bytes (413 beyond). 1 KiB to 16 MiB.
     #[arg(long, env = "CRIER_MAX_BODY", default_value_t = 65_536)]
     pub max_body: usize,
@@ -149,6 +152,7 @@ impl Config {
                 .map_err(|e| invalid("admin-listen", format!("{e} (like 127.0.0.1:9190, or empty for none)")))?;
         }
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        self.history.settings().map_err(|e| invalid("history", e.to_string()))?;
         if let Some(token) = &self.publish_token {
             if token.len() < 16 {
                 return Err(invalid("publish-token", "must be at least 16 characters"));
@@ -205,6 +209,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::parse_from(std::iter::once("webserver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn history_settings_are_checked() {
+        assert!(parse(&["--history", "chat,game", "--history-size", "50", "--history-ttl", "1h"]).validate().is_ok());
+        for bad in [["--history-size", "0"], ["--history-ttl", "200h"]] {
+            let err = parse(&bad).validate().unwrap_err().to_string();
+            assert!(err.contains("history"), "{err}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -14,6 +15,8 @@ pub struct Metrics {
     pub publish_failures: AtomicU64,
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
+    /// History appends of every publish (API and pages), shared with the store.
+    pub history: Arc<service::history_metrics::HistoryMetrics>,
 }
 
 impl Metrics {
@@ -39,6 +42,7 @@ impl Metrics {
         );
         counter("crier_web_logins_total", "Successful logins.", &self.logins);
         counter("crier_web_login_failures_total", "Refused logins (wrong name or password).", &self.login_failures);
+        self.history.render(&mut out);
         out
     }
 

@@ -37,11 +37,13 @@ pub async fn run_with_admin(
 ) -> Result<(), RunError> {
     config.validate()?;
     let client = service::redis_link::client(&config.redis_url)?;
-    let store = Store::new(client, config.key_prefix())?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let history = config.history.settings().expect("validated");
+    let store = Store::new(client, config.key_prefix(), history, metrics.history.clone())?;
     if config.publish_token.is_none() {
         tracing::warn!("no publish token configured (CRIER_PUBLISH_TOKEN): POST /api/publish answers 503");
     }
-    let app = Arc::new(App { config, store, metrics: Arc::default() });
+    let app = Arc::new(App { config, store, metrics });
     let cancel = CancellationToken::new();
     let admin_task = admin.map(|admin| {
         let app = app.clone();

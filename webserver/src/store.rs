@@ -1,11 +1,15 @@
-//! webserver's Redis data: publishing, login sessions and accounts. All key names come from
+//! webserver's Redis data: publishing (with the history on history facilities), login sessions and accounts. All key names come from
 //! [`protocol::KeyPrefix`].
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{ChannelName, KeyPrefix, Name, SessionKey, SessionRecord};
+use protocol::{ChannelName, Facility, HistorySettings, KeyPrefix, Name, SessionKey, SessionRecord};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use service::history::History;
+use service::history_metrics::HistoryMetrics;
 
 use crate::accounts::Account;
 use crate::demo::game::{Game, GameId};
@@ -27,6 +31,8 @@ return 1
 pub enum StoreError {
     #[error("redis unavailable: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("history: {0}")]
+    History(#[from] service::history::HistoryError),
     #[error("corrupt record under {key}: {problem}")]
     Corrupt { key: String, problem: String },
     /// A session record's Redis key holds the session key, a bearer secret: never shown.
@@ -39,20 +45,59 @@ pub enum StoreError {
 pub struct Store {
     conn: ConnectionManager,
     pub prefix: KeyPrefix,
+    history: Arc<History>,
+    history_metrics: Arc<HistoryMetrics>,
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Sum of PUBLISH receiver counts (Redis subscriptions, not sockets).
+    pub receivers: u64,
+    /// Channel histories appended to (0 on a facility without history).
+    pub appended: u64,
 }
 
 impl Store {
-    pub fn new(client: redis::Client, prefix: KeyPrefix) -> Result<Store, StoreError> {
-        Ok(Store { conn: service::redis_link::command_connection(client)?, prefix })
+    /// `history` decides per facility whether a publish also appends to the channel's history;
+    /// its appends are counted in `history_metrics`.
+    pub fn new(
+        client: redis::Client,
+        prefix: KeyPrefix,
+        history: HistorySettings,
+        history_metrics: Arc<HistoryMetrics>,
+    ) -> Result<Store, StoreError> {
+        let history = Arc::new(History::new(history, prefix.clone()));
+        Ok(Store { conn: service::redis_link::command_connection(client)?, prefix, history, history_metrics })
     }
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
-    /// Publishes to every channel; returns the number of receiving subscriptions.
-    pub async fn publish(&self, channels: &[ChannelName], message: &[u8], expire: u64) -> Result<u64, StoreError> {
-        Ok(service::redis_link::publish(&mut self.conn(), channels, message, expire).await?)
+    /// Publishes to every channel of `facility`: on a facility with history, appended and
+    /// published atomically with its position; elsewhere the ws4redis PUBLISH (+ SET EX).
+    pub async fn publish(
+        &self,
+        facility: &Facility,
+        channels: &[ChannelName],
+        message: &[u8],
+        expire: u64,
+    ) -> Result<Published, StoreError> {
+        if !self.history.settings().enabled(facility) {
+            let receivers = service::redis_link::publish(&mut self.conn(), channels, message, expire).await?;
+            return Ok(Published { receivers, appended: 0 });
+        }
+        match self.history.append_and_publish(&mut self.conn(), channels, message, expire).await {
+            Ok(list) => {
+                self.history_metrics.appends.fetch_add(list.len() as u64, Ordering::Relaxed);
+                Ok(Published { receivers: list.iter().map(|a| a.receivers).sum(), appended: list.len() as u64 })
+            }
+            Err(e) => {
+                self.history_metrics.append_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e.into())
+            }
+        }
     }
 
     pub async fn ping(&self) -> bool {

@@ -26,6 +26,8 @@ pub struct App {
     pub allowed_origins: Vec<String>,
     pub registry: Registry,
     pub store: Store,
+    /// The history settings and keys (recovery).
+    pub history: service::history::History,
     pub identities: IdentitySource,
     pub access: AccessRules,
     pub presence: Presence,

@@ -18,5 +18,9 @@ pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server sh
 pub const PING_TIMEOUT: CloseReason = CloseReason { code: 1011, reason: "no answer to ping" };
 /// Redis cannot take a client's message or confirm a subscription.
 pub const REDIS_UNAVAILABLE: CloseReason = CloseReason { code: 1013, reason: "redis unavailable, try again later" };
+/// More live messages arrived during the socket's recovery than it may hold
+/// ([`crate::recovery::MAX_HELD`]); the client reconnects with its positions.
+pub const HELD_OVERFLOW: CloseReason =
+    CloseReason { code: 1013, reason: "too much traffic during recovery, try again" };
 /// The client's side ended without a close frame of its own.
 pub const NORMAL: CloseReason = CloseReason { code: 1000, reason: "" };

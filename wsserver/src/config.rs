@@ -133,6 +133,9 @@ pub struct Config {
     #[arg(long, env = "CRIER_PRESENCE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub presence_ttl: Duration,
 
+    #[command(flatten)]
+    pub history: service::history_args::HistoryArgs,
+
     /// Test mode for conformance suites: sockets on this facility echo every message back with
     /// its own opcode, without Redis. Off unless set; never set it in production.
     #[arg(long, env = "CRIER_ECHO_TEST_FACILITY", hide = true)]
@@ -168,6 +171,7 @@ impl Config {
             invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)"))
         })?;
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        self.history.settings().map_err(|e| invalid("history", e.to_string()))?;
         if !self.url_prefix.starts_with('/') || !self.url_prefix.ends_with('/') {
             return Err(invalid("url-prefix", "must start and end with '/', like /ws/"));
         }
@@ -262,6 +266,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::parse_from(std::iter::once("wsserver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn history_settings_are_checked() {
+        assert!(parse(&["--history", "chat,game", "--history-size", "50", "--history-ttl", "1h"]).validate().is_ok());
+        for bad in [["--history-size", "0"], ["--history-ttl", "200h"]] {
+            let err = parse(&bad).validate().unwrap_err().to_string();
+            assert!(err.contains("history"), "{err}");
+        }
     }
 
     #[test]

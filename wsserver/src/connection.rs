@@ -48,6 +48,7 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: TcpStream, read_ahe
 
     let publisher = Publisher {
         app: &app,
+        history: app.history.settings().enabled(&joined.facility),
         outbox,
         channels: &joined.publish,
         subscribed: &joined.subscribe,

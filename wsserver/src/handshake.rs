@@ -29,6 +29,8 @@ impl Refused {
 pub struct UpgradeRequest {
     pub facility: Facility,
     pub flags: Flags,
+    /// Present when the client opted in to recovery (`recover`).
+    pub recover: Option<protocol::Recover>,
 }
 
 /// Validates method, version, upgrade headers, key, version and the facility; the Origin and
@@ -70,8 +72,10 @@ pub fn check<B>(req: &Request<B>, url_prefix: &str) -> Result<UpgradeRequest, Re
     }
     let facility =
         Facility::from_path(req.uri().path(), url_prefix).map_err(|e| Refused::bad_request(e.to_string()))?;
-    let flags = Flags::from_query(req.uri().query().unwrap_or(""));
-    Ok(UpgradeRequest { facility, flags })
+    let query = req.uri().query().unwrap_or("");
+    let flags = Flags::from_query(query);
+    let recover = protocol::Recover::from_query(query);
+    Ok(UpgradeRequest { facility, flags, recover })
 }
 
 /// A key is 24 base64 characters ending in `==` (16 bytes).

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::{ChannelName, Facility, Flags, Identity};
+use protocol::{ChannelName, Facility, Flags, Identity, Recover};
 use tokio::sync::oneshot;
 
 use crate::app::App;
@@ -17,6 +17,7 @@ use crate::echo_filter::EchoFilter;
 use crate::frame;
 use crate::outbox::Outbox;
 use crate::presence::PresenceGuard;
+use crate::recovery::Gate;
 use crate::registry::{Member, Membership};
 use crate::session_end::SessionTracking;
 
@@ -25,6 +26,8 @@ pub struct Socket {
     pub facility: Facility,
     pub flags: Flags,
     pub identity: Identity,
+    /// Present when the client opted in to recovery.
+    pub recover: Option<Recover>,
 }
 
 /// A socket's place in the registry, presence and the session-end list, and what it publishes
@@ -40,6 +43,9 @@ pub struct Joined {
     pub outbox: Outbox,
     /// The facility is `--echo-test-facility`: the socket's messages are echoed, not published.
     pub echo_test: bool,
+    pub facility: Facility,
+    /// Opted-in sockets: the recovery request and the gate holding live messages meanwhile.
+    pub recovery: Option<(Recover, Arc<Gate>)>,
 }
 
 /// Joins the registry (live messages start queueing), presence and the session-end list.
@@ -54,7 +60,9 @@ pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()
     let publish = channels(socket.flags.publish);
     let echo_filter = (!socket.flags.echo && !publish.is_empty()).then(|| Arc::new(EchoFilter::new()));
     let outbox = Outbox::new(app.config.queue_depth, &app.metrics);
-    let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone() };
+    let recovery = socket.recover.map(|r| (r, Arc::new(Gate::new(&app.prefix, &subscribe))));
+    let gate = recovery.as_ref().map(|(_, gate)| gate.clone());
+    let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), gate };
     // Only a logged-in session ends by announcement.
     let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
     let session = session.map(|session| app.session_ends.track(id, session, &outbox));
@@ -72,12 +80,15 @@ pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()
         echo_filter,
         outbox,
         echo_test,
+        facility: socket.facility,
+        recovery,
     };
     (joined, waits)
 }
 
 /// Waits for Redis to confirm the subscriptions, then puts the persisted last messages before
-/// the live ones. Closes the socket with 1013 when Redis cannot do either in time.
+/// the live ones (for an opted-in socket: its recovery, see [`crate::recovery`]). Closes the
+/// socket with 1013 when Redis cannot do either in time.
 pub async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>>) {
     let subscribed = async {
         for wait in waits {
@@ -86,6 +97,10 @@ pub async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>
     };
     if tokio::time::timeout(app.config.handshake_timeout, subscribed).await.is_err() {
         joined.outbox.close_now(REDIS_UNAVAILABLE);
+        return;
+    }
+    if let Some((recover, gate)) = &joined.recovery {
+        crate::recovery::recover(app, &joined.facility, &joined.subscribe, recover, gate, &joined.outbox).await;
         return;
     }
     match app.store.last_messages(&joined.subscribe).await {

@@ -40,6 +40,7 @@ pub mod outbox;
 pub mod presence;
 pub mod publisher;
 pub mod read_loop;
+pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod session_end;

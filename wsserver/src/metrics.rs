@@ -100,6 +100,8 @@ pub struct Metrics {
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicI64,
     pub redis_channels: AtomicI64,
+    /// History appends (client publishes) and recoveries.
+    pub history: service::history_metrics::HistoryMetrics,
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -230,6 +232,7 @@ impl Metrics {
         let _ = writeln!(out, "crier_ws_delivery_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "crier_ws_delivery_seconds_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "crier_ws_delivery_seconds_count {count}");
+        self.history.render(&mut out);
         out
     }
 }

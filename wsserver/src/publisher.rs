@@ -1,6 +1,9 @@
 //! What a client's text and binary frames become: the heartbeat is answered
 //! ([`crate::heartbeat`]), anything else is published to the socket's publish channels through
-//! Redis (and expected back by its echo filter when the socket did not ask for `echo`).
+//! Redis (and expected back by its echo filter when the socket did not ask for `echo`); on a
+//! history facility through the history's append-and-publish script.
+
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use protocol::ChannelName;
@@ -13,6 +16,8 @@ use crate::outbox::Outbox;
 /// Publishes one socket's messages.
 pub struct Publisher<'a> {
     pub app: &'a App,
+    /// The facility keeps a history: publish through the append-and-publish script.
+    pub history: bool,
     pub outbox: &'a Outbox,
     pub channels: &'a [ChannelName],
     pub subscribed: &'a [ChannelName],
@@ -20,6 +25,21 @@ pub struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
+    /// Publishes to the socket's publish channels: with the history's append-and-publish on a
+    /// history facility, else the ws4redis PUBLISH (+ SET EX).
+    async fn publish(&self, payload: &[u8]) -> Result<(), crate::store::StoreError> {
+        let (app, expire) = (self.app, self.app.config.expire);
+        if !self.history {
+            return app.store.publish(self.channels, payload, expire).await.map(drop);
+        }
+        let appended = app.store.append_and_publish(&app.history, self.channels, payload, expire).await;
+        match &appended {
+            Ok(list) => app.metrics.history.appends.fetch_add(list.len() as u64, Ordering::Relaxed),
+            Err(_) => app.metrics.history.append_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        appended.map(drop)
+    }
+
     /// Handles one client message; closes the socket with 1013 when Redis cannot take it.
     pub async fn on_client_message(&self, payload: Bytes) {
         if payload.is_empty() {
@@ -41,7 +61,7 @@ impl Publisher<'_> {
                 filter.expect(channel, payload.clone());
             }
         }
-        if let Err(e) = self.app.store.publish(self.channels, &payload, self.app.config.expire).await {
+        if let Err(e) = self.publish(&payload).await {
             tracing::warn!("client publish failed: {e}");
             if let Some(filter) = self.echo_filter {
                 for channel in &echoed {

@@ -28,6 +28,9 @@ pub struct Member {
     pub outbox: Outbox,
     /// Present when the socket did not ask for `echo`.
     pub echo_filter: Option<Arc<EchoFilter>>,
+    /// Present when the socket opted in to recovery: it gets `message` objects, held by the
+    /// gate until its recovery is done.
+    pub gate: Option<Arc<crate::recovery::Gate>>,
 }
 
 enum State {
@@ -159,14 +162,18 @@ impl Registry {
     }
 
     /// Fans one Redis message out: encodes it once and hands the same bytes for every member,
-    /// except members whose own publish this is, to the fan-out. Returns the number of sockets.
-    /// This is the one place a Redis message becomes a frame: a message that needs a different
-    /// frame per kind of member would be decoded here once and each frame handed to its
-    /// members' part of the split.
-    pub fn deliver(&self, channel: &str, payload: &[u8]) -> usize {
+    /// except members whose own publish this is, to the fan-out. This is the one place a Redis
+    /// message becomes a frame. A positioned payload (history facilities) is decoded once:
+    /// plain sockets get the bare payload, exactly as without history; opted-in sockets get the
+    /// contract's `message` object, also encoded once, unless their recovery holds or already
+    /// sent it. Returns the number of sockets.
+    pub fn deliver(&self, channel: &str, raw: &[u8]) -> usize {
+        let message = protocol::positioned::decode(raw);
+        let payload = message.payload;
         let arrived_us = self.now_us();
         let mut split = self.fanout.split();
         let mut count = 0;
+        let mut opted_in: Vec<(SocketId, Member)> = Vec::new();
         {
             let inner = self.lock();
             let Some(entry) = inner.channels.get(channel) else { return 0 };
@@ -176,6 +183,10 @@ impl Registry {
                         continue;
                     }
                 }
+                if member.gate.is_some() {
+                    opted_in.push((*id, member.clone()));
+                    continue;
+                }
                 split.add(*id, &member.outbox);
                 count += 1;
             }
@@ -183,7 +194,35 @@ impl Registry {
         if count > 0 {
             self.fanout.send(crate::frame::text(payload), split, arrived_us, channel);
         }
-        count
+        count + self.deliver_opted_in(channel, message, opted_in, arrived_us)
+    }
+
+    /// The `message` object to the opted-in members of a channel (outside the registry lock:
+    /// each gate decides under its own lock whether to hold, drop or deliver it).
+    fn deliver_opted_in(
+        &self,
+        channel: &str,
+        message: protocol::positioned::Positioned<'_>,
+        members: Vec<(SocketId, Member)>,
+        arrived_us: u64,
+    ) -> usize {
+        let Some(audience) = members.iter().find_map(|(_, m)| m.gate.as_ref()?.audience(channel).cloned()) else {
+            return 0;
+        };
+        let frame = crate::recovery::message_frame(&audience, message.position, message.payload);
+        let mut split = self.fanout.split();
+        let mut count = 0;
+        for (id, member) in &members {
+            let admitted = member.gate.as_ref().is_none_or(|gate| gate.admit(channel, message.position, &frame));
+            if admitted {
+                split.add(*id, &member.outbox);
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.fanout.send(frame, split, arrived_us, channel);
+        }
+        members.len()
     }
 }
 
@@ -211,7 +250,7 @@ mod tests {
     }
 
     fn member() -> Member {
-        Member { outbox: Outbox::for_test(16), echo_filter: None }
+        Member { outbox: Outbox::for_test(16), echo_filter: None, gate: None }
     }
 
     fn drain(dirty: &mut DirtyChannels) -> Vec<ChannelName> {
@@ -265,7 +304,8 @@ mod tests {
     fn a_delivery_reaches_every_member_except_the_publisher_expecting_its_echo() {
         let (registry, _dirty) = Registry::new(Arc::new(Metrics::default()), 1).unwrap();
         let listener = member();
-        let publisher = Member { outbox: Outbox::for_test(16), echo_filter: Some(Arc::new(EchoFilter::new())) };
+        let publisher =
+            Member { outbox: Outbox::for_test(16), echo_filter: Some(Arc::new(EchoFilter::new())), gate: None };
         publisher.echo_filter.as_ref().unwrap().expect(&channel("room"), Bytes::from_static(b"mine"));
         let _a = registry.join(1, listener.clone(), vec![channel("room")]);
         let _b = registry.join(2, publisher.clone(), vec![channel("room")]);

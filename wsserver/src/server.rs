@@ -73,6 +73,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         access: config.access_rules()?,
         presence,
         store,
+        history: service::history::History::new(config.history.settings().expect("validated"), prefix.clone()),
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),
         per_ip: PerIpLimit::new(config.max_connections_per_ip),

@@ -1,13 +1,18 @@
-//! Redis commands other than pub/sub: replay GETs, client publishes (PUBLISH + SET EX) and
-//! session lookups, over one multiplexed, self-reconnecting connection shared by all sockets.
+//! Redis commands other than pub/sub: replay GETs, client publishes (PUBLISH + SET EX, or the
+//! history's append-and-publish), history reads and session lookups, over one multiplexed, self-reconnecting connection shared by all sockets.
 
 use bytes::Bytes;
-use protocol::ChannelName;
+use protocol::{ChannelName, Recover};
 use redis::aio::ConnectionManager;
+use service::history::{Appended, ChannelHistory, History};
 
 #[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct StoreError(#[from] redis::RedisError);
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("history: {0}")]
+    History(#[from] service::history::HistoryError),
+}
 
 /// Cloneable handle; clones share the connection.
 #[derive(Clone)]
@@ -37,6 +42,27 @@ impl Store {
     /// PUBLISH to each channel, and SET .. EX `expire` when expire > 0, in one round trip.
     pub async fn publish(&self, channels: &[ChannelName], payload: &[u8], expire: u64) -> Result<u64, StoreError> {
         Ok(service::redis_link::publish(&mut self.conn.clone(), channels, payload, expire).await?)
+    }
+
+    /// Appends to each channel's history and publishes with the position (history facilities).
+    pub async fn append_and_publish(
+        &self,
+        history: &History,
+        channels: &[ChannelName],
+        payload: &[u8],
+        expire: u64,
+    ) -> Result<Vec<Appended>, StoreError> {
+        Ok(history.append_and_publish(&mut self.conn.clone(), channels, payload, expire).await?)
+    }
+
+    /// Each channel's history position and what a reconnecting socket missed.
+    pub async fn read_history(
+        &self,
+        history: &History,
+        channels: &[ChannelName],
+        recover: &Recover,
+    ) -> Result<Vec<ChannelHistory>, StoreError> {
+        Ok(history.read(&mut self.conn.clone(), channels, recover).await?)
     }
 
     /// A string value (session records).

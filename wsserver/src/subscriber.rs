@@ -261,7 +261,7 @@ mod tests {
         let outbox = Outbox::for_test(16);
         let (membership, waits) = registry.join(
             1,
-            Member { outbox: outbox.clone(), echo_filter: None },
+            Member { outbox: outbox.clone(), echo_filter: None, gate: None },
             vec![ChannelName::from_redis("news")],
         );
         for wait in waits {

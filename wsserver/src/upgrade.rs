@@ -74,7 +74,7 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *req)
         .map_err(|e| Refused::bad_request(format!("bad websocket upgrade: {e}")))?;
     app.metrics.upgrades_accepted.fetch_add(1, Ordering::Relaxed);
-    let socket = Socket { facility: wanted.facility, flags: wanted.flags, identity };
+    let socket = Socket { facility: wanted.facility, flags: wanted.flags, identity, recover: wanted.recover };
     let task_app = app.clone();
     app.tracker.spawn(async move {
         let upgraded = match upgrade.await {

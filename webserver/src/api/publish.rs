@@ -33,8 +33,12 @@ pub async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Err(e @ PublishError::TooManyChannels { .. }) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
             Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
         };
-    match app.store.publish(&publication.channels, publication.message.as_bytes(), publication.expire).await {
-        Ok(receivers) => {
+    let published = app
+        .store
+        .publish(&publication.facility, &publication.channels, publication.message.as_bytes(), publication.expire)
+        .await;
+    match published {
+        Ok(crate::store::Published { receivers, .. }) => {
             app.metrics.publishes.fetch_add(1, Ordering::Relaxed);
             app.metrics.publish_channels.fetch_add(publication.channels.len() as u64, Ordering::Relaxed);
             app.metrics.publish_receivers.fetch_add(receivers, Ordering::Relaxed);

@@ -93,7 +93,7 @@ async fn publish(app: &App, game: &Game, by: &str, square: i64) {
     let facility = game.id.facility();
     let channels = [app.store.prefix.user(&game.x, &facility), app.store.prefix.user(&game.o, &facility)];
     let message = serde_json::json!({ "type": "game", "game": game.view(), "by": by, "square": square }).to_string();
-    if let Err(e) = app.store.publish(&channels, message.as_bytes(), app.config.game_ttl.as_secs()).await {
+    if let Err(e) = app.store.publish(&facility, &channels, message.as_bytes(), app.config.game_ttl.as_secs()).await {
         tracing::warn!(game = %game.id, "move not published: {e}");
     }
 }

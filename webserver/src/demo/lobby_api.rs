@@ -158,7 +158,7 @@ async fn notify(app: &App, invitation: &Invitation, now: u64) {
     let channels =
         [app.store.prefix.user(&invitation.from, &facility), app.store.prefix.user(&invitation.to, &facility)];
     let message = serde_json::json!({ "type": "invitation", "invitation": invitation.view(now) }).to_string();
-    if let Err(e) = app.store.publish(&channels, message.as_bytes(), 0).await {
+    if let Err(e) = app.store.publish(&facility, &channels, message.as_bytes(), 0).await {
         tracing::warn!("invitation notice not published: {e}");
     }
 }

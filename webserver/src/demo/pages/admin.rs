@@ -92,10 +92,11 @@ pub async fn send_notice(app: Arc<App>, req: Request<Incoming>) -> Response<Body
         let message = format!("The notice has {} characters; the limit is {MAX_NOTICE}.", text.chars().count());
         return render(live, &current, StatusCode::BAD_REQUEST, Some(Err(&message)), text);
     }
-    let channels = [app.store.prefix.broadcast(&notices_facility())];
+    let facility = notices_facility();
+    let channels = [app.store.prefix.broadcast(&facility)];
     let message =
         serde_json::json!({ "type": "notice", "text": text, "from": current.record.user.as_str() }).to_string();
-    match app.store.publish(&channels, message.as_bytes(), 0).await {
+    match app.store.publish(&facility, &channels, message.as_bytes(), 0).await {
         Ok(_) => {
             tracing::info!(by = %current.record.user, "site notice sent");
             see_other("/admin?sent=1")
