@@ -48,8 +48,8 @@ export CRIER_TEST_NGINX=${CRIER_TEST_NGINX:-$(command -v nginx || echo /usr/sbin
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 log "building ($PROFILE_NAME)"
-(cd "$ROOT" && cargo build --quiet ${PROFILE[@]+"${PROFILE[@]}"} --example rolling_restart -p crier-tests \
-    -p crier-wsserver -p crier-webserver)
+(cd "$ROOT" && cargo build --quiet ${PROFILE[@]+"${PROFILE[@]}"} -p crier-wsserver -p crier-webserver --bins &&
+    cargo build --quiet ${PROFILE[@]+"${PROFILE[@]}"} -p crier-tests --example rolling_restart)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_NAME
 export CRIER_TEST_BIN_DIR=$BIN
 
