@@ -123,5 +123,8 @@ async fn main() -> anyhow::Result<()> {
         println!("  out of order        {}", o.out_of_order);
         println!("  recovered / gaps    {} / {}", o.recoveries, o.gaps);
     }
+    for sample in &o.duplicate_samples {
+        eprintln!("duplicate: {sample}");
+    }
     Ok(())
 }

@@ -115,6 +115,8 @@ pub struct ClientLog {
     pub payloads: Vec<String>,
     /// Sockets that opened (the first one included).
     pub connections: u32,
+    /// Where in `payloads` each socket's first payload went (one entry per socket).
+    pub connection_starts: Vec<usize>,
     /// Sockets that ended under the client.
     pub disconnects: u32,
     /// `gap` statuses received.
@@ -155,6 +157,7 @@ pub async fn run_client(
         };
         if let Ok(mut ws) = connected {
             log.connections += 1;
+            log.connection_starts.push(log.payloads.len());
             attempt = 0;
             loop {
                 let event = tokio::select! {
@@ -220,12 +223,20 @@ pub struct SequenceCheck {
 
 impl SequenceCheck {
     pub fn of(payloads: &[String], published: u64) -> SequenceCheck {
+        SequenceCheck::with_duplicates(payloads, published).0
+    }
+
+    /// Also returns where (index in `payloads`) each duplicate arrived.
+    pub fn with_duplicates(payloads: &[String], published: u64) -> (SequenceCheck, Vec<usize>) {
         let mut seen = vec![false; published as usize + 1];
         let mut check = SequenceCheck::default();
+        let mut duplicates = Vec::new();
         let mut highest = 0;
-        for n in payloads.iter().filter_map(|p| p.parse::<u64>().ok()).filter(|n| (1..=published).contains(n)) {
+        let numbers = payloads.iter().enumerate().filter_map(|(i, p)| Some((i, p.parse::<u64>().ok()?)));
+        for (i, n) in numbers.filter(|(_, n)| (1..=published).contains(n)) {
             if seen[n as usize] {
                 check.duplicates += 1;
+                duplicates.push(i);
             }
             seen[n as usize] = true;
             if n < highest {
@@ -234,7 +245,7 @@ impl SequenceCheck {
             highest = highest.max(n);
         }
         check.lost = seen[1..].iter().filter(|s| !**s).count() as u64;
-        check
+        (check, duplicates)
     }
 }
 
@@ -299,5 +310,6 @@ mod tests {
             ["sync", "1", "2", "4", "3", "3", "6", "99"].iter().map(|s| s.to_string()).collect();
         assert_eq!(SequenceCheck::of(&payloads, 6), SequenceCheck { lost: 1, duplicates: 1, out_of_order: 2 });
         assert_eq!(SequenceCheck::of(&[], 3), SequenceCheck { lost: 3, duplicates: 0, out_of_order: 0 });
+        assert_eq!(SequenceCheck::with_duplicates(&payloads, 6).1, vec![5]);
     }
 }

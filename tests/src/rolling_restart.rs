@@ -70,6 +70,8 @@ pub struct Outcome {
     pub recoveries: u64,
     /// From SIGTERM until the restarted instance was ready again.
     pub restart_took: Duration,
+    /// The first few duplicates, each with the payloads around it and the socket boundaries.
+    pub duplicate_samples: Vec<String>,
 }
 
 /// Runs the scenario on private servers (started here, stopped on return).
@@ -172,9 +174,16 @@ pub async fn run(scenario: &Scenario) -> Result<Outcome, String> {
     }
     stop.cancel();
 
-    for task in tasks {
+    for (client, task) in tasks.into_iter().enumerate() {
         let log = task.await.map_err(|e| format!("a client task failed: {e}"))?;
-        let check = SequenceCheck::of(&log.payloads, total);
+        let (check, duplicates) = SequenceCheck::with_duplicates(&log.payloads, total);
+        for at in duplicates.into_iter().take(3usize.saturating_sub(outcome.duplicate_samples.len())) {
+            let around = &log.payloads[at.saturating_sub(5)..(at + 3).min(log.payloads.len())];
+            outcome.duplicate_samples.push(format!(
+                "client {client}: payload #{at} ({}) again; around it {around:?}; sockets started at payloads {:?}",
+                log.payloads[at], log.connection_starts
+            ));
+        }
         outcome.lost += check.lost;
         outcome.duplicates += check.duplicates;
         outcome.out_of_order += check.out_of_order;
