@@ -13,7 +13,7 @@
 // Exits 0 when every step passed.
 
 import assert from 'node:assert/strict';
-import { Session, ask, expectMark, launch, login, move, settings, square, waitLive } from './harness.mjs';
+import { STEP_TIMEOUT, Session, ask, expectMark, launch, login, move, settings, square, waitLive } from './harness.mjs';
 
 const { front, password, artifacts, executablePath, gameUrl } = settings('recovery.test.mjs');
 const session = new Session(artifacts);
@@ -53,7 +53,7 @@ const browser = await launch(executablePath);
 let failed = false;
 try {
   const contexts = { alice: await browser.newContext(), bob: await browser.newContext() };
-  for (const ctx of Object.values(contexts)) ctx.setDefaultTimeout(15_000);
+  for (const ctx of Object.values(contexts)) ctx.setDefaultTimeout(STEP_TIMEOUT);
   const alice = session.watch('alice', await contexts.alice.newPage());
   const bob = session.watch('bob', await contexts.bob.newPage());
 
