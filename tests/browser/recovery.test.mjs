@@ -1,6 +1,8 @@
-// Recovery in a real browser: a game page whose socket was down while the opponent moved gets
-// the move after the reconnect without fetching or reloading anything; with the history
-// expired it fetches the game state instead. Headless Chromium driven by playwright-core.
+// Recovery in a real browser: a lobby whose socket was down while its invitation was accepted
+// gets the acceptance after the reconnect (and opens the game) without fetching the
+// invitations; a game page whose socket was down while the opponent moved gets the move after
+// the reconnect without fetching or reloading anything; with the history expired it fetches the
+// game state instead. Headless Chromium driven by playwright-core.
 //
 //   node tests/browser/recovery.test.mjs <front url>
 //
@@ -57,19 +59,26 @@ try {
   const alice = session.watch('alice', await contexts.alice.newPage());
   const bob = session.watch('bob', await contexts.bob.newPage());
 
-  await session.step('alice and bob start a game', async () => {
+  await session.step("bob accepts while alice's lobby socket is down; after the reconnect her lobby opens the game without fetching anything", async () => {
     await login(alice, front, 'alice', password);
     await login(bob, front, 'bob', password);
     await waitLive(alice);
     await waitLive(bob);
     await alice.getByRole('button', { name: 'Invite bob to a game' }).click();
-    await Promise.all([
-      alice.waitForURL(gameUrl),
-      bob.waitForURL(gameUrl),
-      bob.getByRole('button', { name: 'Accept the invitation from alice' }).click(),
-    ]);
-    await waitLive(alice);
-    await waitLive(bob);
+    await bob.getByRole('button', { name: 'Accept the invitation from alice' }).waitFor();
+    let invitationLoads = 0;
+    alice.on('request', (request) => {
+      if (request.method() === 'GET' && new URL(request.url()).pathname === '/api/invitations') invitationLoads += 1;
+    });
+    await socketsDown([alice]);
+    await Promise.all([bob.waitForURL(gameUrl), bob.getByRole('button', { name: 'Accept the invitation from alice' }).click()]);
+    assert.equal(alice.url(), `${front}/`, 'the acceptance cannot reach alice while her socket is down');
+    await ask('start-wsserver');
+    await alice.waitForURL(gameUrl, { timeout: RECONNECT_TIMEOUT });
+    assert.equal(alice.url(), bob.url());
+    assert.equal(invitationLoads, 0, 'the acceptance came through the socket, not by fetching the invitations');
+    await waitLive(alice, RECONNECT_TIMEOUT);
+    await waitLive(bob, RECONNECT_TIMEOUT);
     await move(alice, bob, 4, 'X');
   });
 
