@@ -15,84 +15,15 @@
 // and writes screenshots.
 
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { STEP_TIMEOUT, Session, ask, expectMark, launch, login as signIn, move, settings, square, waitLive } from './harness.mjs';
 
-const front = (process.argv[2] || '').replace(/\/$/, '');
-if (!front) {
-  console.error('usage: node game.test.mjs <front url>');
-  process.exit(2);
-}
-const password = process.env.CRIER_PASSWORD || 'correct horse battery';
-const artifacts = process.env.CRIER_ARTIFACTS || path.resolve('test-artifacts');
-const executablePath = process.env.CRIER_CHROMIUM || '/usr/bin/chromium';
-fs.mkdirSync(artifacts, { recursive: true });
-
-const STEP_TIMEOUT = 15_000;
-const GAME_URL = new RegExp('^' + front.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '/game/[0-9a-f]{32}$');
-
-// --- the control channel to the Rust test ---------------------------------------------------
-
-const stdinLines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-async function ask(command) {
-  console.log(`@@crier ${command}`);
-  const { value, done } = await stdinLines.next();
-  if (done || value.trim() !== 'ok') {
-    throw new Error(`the test did not carry out ${command}: ${done ? 'stdin closed' : value}`);
-  }
-}
-
-// --- pages and what they log ----------------------------------------------------------------
-
-const pages = {};
-const problems = [];
-const consoleLog = [];
-
-function watch(name, page) {
-  pages[name] = page;
-  page.on('console', (msg) => {
-    const line = `[${name} console.${msg.type()}] ${msg.text()}`;
-    consoleLog.push(line);
-    if (/Content Security Policy/i.test(msg.text())) problems.push(line);
-  });
-  page.on('pageerror', (error) => {
-    const line = `[${name} uncaught] ${error.stack || error}`;
-    consoleLog.push(line);
-    problems.push(line);
-  });
-  return page;
-}
-
-let currentStep = '(starting)';
-async function step(name, fn) {
-  currentStep = name;
-  const started = Date.now();
-  await fn();
-  console.log(`ok - ${name} (${Date.now() - started} ms)`);
-}
-
-async function screenshot(page, name) {
-  const file = path.join(artifacts, name);
-  await page.screenshot({ path: file, fullPage: true, animations: 'disabled' });
-  console.log(`   screenshot: ${file}`);
-}
-
-// --- helpers --------------------------------------------------------------------------------
-
-async function login(page, user) {
-  await page.goto(`${front}/login`);
-  await page.getByLabel('User name').fill(user);
-  await page.getByLabel('Password').fill(password);
-  await Promise.all([page.waitForURL(`${front}/`), page.getByRole('button', { name: 'Sign in' }).click()]);
-  assert.equal(await page.locator('#me').textContent(), user);
-}
-
-async function waitLive(page) {
-  await page.locator('#conn[data-state="live"]').waitFor();
-}
+const { front, password, artifacts, executablePath, gameUrl: GAME_URL } = settings('game.test.mjs');
+const session = new Session(artifacts);
+const pages = session.pages;
+const watch = (name, page) => session.watch(name, page);
+const step = (name, fn) => session.step(name, fn);
+const screenshot = (page, name) => session.screenshot(page, name);
+const login = (page, user) => signIn(page, front, user, password);
 
 async function expectText(locator, expected) {
   await locator.filter({ hasText: expected }).first().waitFor().catch(async (e) => {
@@ -100,25 +31,6 @@ async function expectText(locator, expected) {
     const where = Object.keys(pages).find((name) => pages[name] === locator.page()) || '?';
     throw new Error(`${where}: expected ${JSON.stringify(expected)} in ${locator}, found ${JSON.stringify(actual)}: ${e.message}`);
   });
-}
-
-function square(page, i) {
-  return page.locator(`#board button[data-square="${i}"]`);
-}
-
-async function expectMark(page, i, mark) {
-  await page.waitForFunction(
-    ([i, mark]) => document.querySelector(`#board button[data-square="${i}"]`).textContent === mark,
-    [i, mark],
-  );
-}
-
-/** Plays square `i` as `page`'s player and checks that both players see the mark. */
-async function move(page, other, i, mark) {
-  await square(page, i).click();
-  await expectMark(page, i, mark);
-  await expectMark(other, i, mark);
-  assert.equal(await page.locator('#game-message').textContent(), '', 'an accepted move leaves no message');
 }
 
 async function expectRefusal(page, i, text) {
@@ -132,20 +44,7 @@ async function toastSeen(page, text) {
 
 // --- the scenario ---------------------------------------------------------------------------
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch(executablePath);
 
 let failed = false;
 try {
@@ -250,10 +149,14 @@ try {
     await expectMark(alice, 0, 'O');
   });
 
-  // Moves right after the restart may also reach a page through the state it fetches on
-  // reconnecting; the admin notice below has no such path, so it shows that the sockets
-  // themselves receive again.
-  await step('the pages survive a wsserver restart and keep receiving', async () => {
+  // This stack keeps no history, so a reconnecting page cannot recover and fetches the game
+  // state again (recovery_failed). Moves right after the restart may also reach a page that
+  // way; the admin notice below has no such path, so it shows that the sockets themselves
+  // receive again.
+  await step('the pages survive a wsserver restart, fetch the game again (no history) and keep receiving', async () => {
+    // Listening before the restart: the pages may reconnect as soon as wsserver is back.
+    const gameState = (r) => r.method() === 'GET' && /^\/api\/games\/[0-9a-f]{32}$/.test(new URL(r.url()).pathname);
+    const refetched = [alice, bob].map((page) => page.waitForRequest(gameState, { timeout: 45_000 }).then(() => 'fetched', (e) => e));
     for (const page of [alice, bob]) {
       await page.evaluate(() => {
         window.__connStates = [];
@@ -266,6 +169,7 @@ try {
       await page.waitForFunction(() => window.__connStates.includes('reconnecting'));
       await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'live', null, { timeout: 30_000 });
     }
+    assert.deepEqual(await Promise.all(refetched), ['fetched', 'fetched'], 'both pages fetched the game state after reconnecting');
     await move(alice, bob, 2, 'X');
     await move(bob, alice, 1, 'O');
   });
@@ -310,22 +214,11 @@ try {
   });
 
   await step('no script errors and no Content-Security-Policy violations', async () => {
-    assert.deepEqual(problems, []);
+    assert.deepEqual(session.problems, []);
   });
 } catch (error) {
   failed = true;
-  console.error(`not ok - ${currentStep}`);
-  console.error(error && error.stack ? error.stack : error);
-  for (const [name, page] of Object.entries(pages)) {
-    try {
-      await screenshot(page, `failure-${name}.png`);
-      console.error(`[${name}] at ${page.url()}`);
-    } catch (e) {
-      console.error(`[${name}] no screenshot: ${e.message}`);
-    }
-  }
-  console.error('--- browser console ---');
-  for (const line of consoleLog) console.error(line);
+  await session.report(error);
 } finally {
   await browser.close().catch(() => {});
 }

@@ -257,3 +257,215 @@ test('a constructor that throws is retried', () => {
   assert.equal(sockets.length, 1);
   assert.equal(r.calls.connecting, 2);
 });
+
+// --- recovery (`recover: true`) -------------------------------------------------------------
+
+const E1 = '3f9a1c07b2e4d611';
+const E2 = '8be0aa13c9f2d470';
+const E3 = '0123456789abcdef';
+const json = (value) => JSON.stringify(value);
+/** A copy in this realm (objects made inside the client's vm context have other prototypes). */
+const plain = (value) => JSON.parse(JSON.stringify(value));
+const position = (epoch, offset, extra = {}) => json({ type: 'position', audience: 'broadcast', epoch, offset, ...extra });
+const message = (epoch, offset, data, extra = {}) => json({ type: 'message', audience: 'broadcast', epoch, offset, data, ...extra });
+
+function recovering(options = {}) {
+  const loaded = load({ random: () => 0 });
+  const r = recorder();
+  const failures = [];
+  const ws = loaded.WS4Redis({
+    uri: 'ws://h/ws/chat?subscribe-broadcast',
+    heartbeat_msg: '--heartbeat--',
+    recover: true,
+    recovery_failed: (info) => failures.push(info),
+    ...r.options,
+    ...options,
+  });
+  return { ...loaded, ws, calls: r.calls, failures };
+}
+
+test('recover_uri: the recover key after the flags, empty or with one token per epoch', () => {
+  const { WS4Redis } = load();
+  const uri = WS4Redis.recover_uri;
+  assert.equal(uri('ws://h/ws/chat?subscribe-broadcast', {}), 'ws://h/ws/chat?subscribe-broadcast&recover');
+  assert.equal(uri('ws://h/ws/chat', {}), 'ws://h/ws/chat?recover');
+  assert.equal(uri('ws://h/ws/chat?', {}), 'ws://h/ws/chat?recover');
+  assert.equal(uri('ws://h/ws/chat?a&', { [E1]: 0 }), `ws://h/ws/chat?a&recover=${E1}:0`);
+  assert.equal(uri('ws://h/ws/chat?a#x', { [E1]: 42, [E2]: 7 }), `ws://h/ws/chat?a&recover=${E1}:42,${E2}:7#x`);
+});
+
+test('classify_frame: envelopes, statuses and everything else', () => {
+  const { WS4Redis } = load();
+  const kind = (data) => WS4Redis.classify_frame(data).kind;
+  assert.equal(kind(message(E1, 1, 'x')), 'message');
+  assert.equal(kind(json({ type: 'message', audience: 'user', data: 'x' })), 'message');
+  assert.equal(kind(position(E1, 0)), 'status');
+  assert.equal(kind(json({ type: 'recovered', audience: 'group', group: 'g', epoch: E1, offset: 3, missed: 0 })), 'status');
+  assert.equal(kind(json({ type: 'gap', audience: 'broadcast', reason: 'too-old', epoch: E1, offset: 9 })), 'status');
+  for (const raw of ['hello', '{"type":"game","game":{}}', '{"type":"message","data":"no audience"}', '{broken', '[1]', 'null']) {
+    assert.equal(kind(raw), 'raw', raw);
+  }
+});
+
+test('recover: first connection asks with an empty recover; payloads stripped, statuses kept from the page', () => {
+  const { sockets, calls, failures, ws } = recovering();
+  assert.equal(sockets[0].url, 'ws://h/ws/chat?subscribe-broadcast&recover');
+  sockets[0].open();
+  sockets[0].receive(position(E1, 42));
+  sockets[0].receive('--heartbeat--');
+  sockets[0].receive(message(E1, 43, 'first'));
+  sockets[0].receive(message(E1, 44, '{"type":"move"}'));
+  sockets[0].receive(json({ type: 'message', audience: 'broadcast', data: 'plain PUBLISH' }));
+  assert.deepEqual(calls.messages, ['first', '{"type":"move"}', 'plain PUBLISH']);
+  assert.deepEqual(plain(failures), []);
+  assert.deepEqual(plain(ws.positions()), { [E1]: 44 });
+});
+
+test('recover: every reconnection sends the highest offset per epoch and gets the missed messages', () => {
+  const { sockets, clock, calls, failures, ws } = recovering();
+  sockets[0].open();
+  sockets[0].receive(position(E1, 0));
+  sockets[0].receive(position(E2, 5, { audience: 'user' }));
+  sockets[0].receive(message(E1, 1, 'a'));
+  sockets[0].receive(message(E2, 6, 'b', { audience: 'user' }));
+  sockets[0].drop();
+  clock.advance(100);
+  assert.equal(sockets[1].url, `ws://h/ws/chat?subscribe-broadcast&recover=${E1}:1,${E2}:6`);
+  sockets[1].open();
+  sockets[1].receive(json({ type: 'recovered', audience: 'broadcast', epoch: E1, offset: 1, missed: 2 }));
+  sockets[1].receive(message(E1, 2, 'c'));
+  sockets[1].receive(message(E1, 3, 'd'));
+  sockets[1].receive(json({ type: 'recovered', audience: 'user', epoch: E2, offset: 6, missed: 0 }));
+  sockets[1].receive(message(E2, 7, 'e', { audience: 'user' }));
+  assert.deepEqual(calls.messages, ['a', 'b', 'c', 'd', 'e']);
+  assert.deepEqual(plain(failures), []);
+  sockets[1].drop();
+  clock.advance(100);
+  assert.equal(sockets[2].url, `ws://h/ws/chat?subscribe-broadcast&recover=${E1}:3,${E2}:7`, 'and again on the next one');
+  assert.equal(ws.uri, 'ws://h/ws/chat?subscribe-broadcast', 'the uri the page gave is kept');
+});
+
+test('recover: a message seen before is not handed on twice', () => {
+  const { sockets, calls, ws } = recovering();
+  sockets[0].open();
+  sockets[0].receive(position(E1, 10));
+  sockets[0].receive(message(E1, 10, 'old'));
+  sockets[0].receive(message(E1, 11, 'new'));
+  sockets[0].receive(message(E1, 11, 'new again'));
+  assert.deepEqual(calls.messages, ['new']);
+  assert.equal(ws.duplicates_dropped, 2);
+});
+
+test('recover: a gap calls recovery_failed with the gap, then continues from its position', () => {
+  const { sockets, clock, calls, failures, ws } = recovering();
+  sockets[0].open();
+  sockets[0].receive(position(E1, 4));
+  sockets[0].drop();
+  clock.advance(100);
+  assert.match(sockets[1].url, new RegExp(`recover=${E1}:4$`));
+  sockets[1].open();
+  const gap = { type: 'gap', audience: 'broadcast', reason: 'epoch-changed', epoch: E3, offset: 0 };
+  sockets[1].receive(json(gap));
+  sockets[1].receive(message(E3, 1, 'after the gap'));
+  assert.deepEqual(plain(failures), [gap]);
+  assert.deepEqual(calls.messages, ['after the gap']);
+  assert.deepEqual(plain(ws.positions()), { [E3]: 1 }, 'the channel\'s old epoch is forgotten');
+  sockets[1].drop();
+  clock.advance(100);
+  assert.match(sockets[2].url, new RegExp(`recover=${E3}:1$`));
+});
+
+test('recover: a too-old gap in the same epoch moves the position forward', () => {
+  const { sockets, clock, failures, ws } = recovering();
+  sockets[0].open();
+  sockets[0].receive(position(E1, 4));
+  sockets[0].drop();
+  clock.advance(100);
+  sockets[1].open();
+  sockets[1].receive(json({ type: 'gap', audience: 'broadcast', reason: 'too-old', epoch: E1, offset: 900 }));
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0].reason, 'too-old');
+  assert.deepEqual(plain(ws.positions()), { [E1]: 900 });
+});
+
+test('recover: a facility without history fails recovery on every reconnection', () => {
+  const { sockets, clock, calls, failures, ws } = recovering();
+  sockets[0].open();
+  sockets[0].receive(json({ type: 'position', audience: 'broadcast', epoch: null, offset: null }));
+  sockets[0].receive(json({ type: 'message', audience: 'broadcast', data: 'live' }));
+  assert.deepEqual(plain(failures), [], 'the first connection is no gap');
+  assert.deepEqual(plain(ws.positions()), {});
+  sockets[0].drop();
+  clock.advance(100);
+  assert.equal(sockets[1].url, 'ws://h/ws/chat?subscribe-broadcast&recover', 'nothing to send');
+  sockets[1].open();
+  sockets[1].receive(json({ type: 'position', audience: 'broadcast', epoch: null, offset: null }));
+  assert.deepEqual(plain(failures), [{ type: 'gap', audience: 'broadcast', reason: 'no-history', epoch: null, offset: null }]);
+  sockets[1].receive(json({ type: 'gap', audience: 'broadcast', reason: 'no-history', epoch: null, offset: null }));
+  assert.equal(failures.length, 2, 'and the server\'s own gap the same way');
+  assert.deepEqual(calls.messages, ['live']);
+});
+
+test('recover: a reconnection before any status arrived reports the fresh position as a gap', () => {
+  const { sockets, clock, failures, ws } = recovering();
+  sockets[0].open();
+  sockets[0].drop();
+  clock.advance(100);
+  assert.equal(sockets[1].url, 'ws://h/ws/chat?subscribe-broadcast&recover');
+  sockets[1].open();
+  sockets[1].receive(position(E1, 8, { audience: 'group', group: 'admins' }));
+  assert.deepEqual(plain(failures), [
+    { type: 'gap', audience: 'group', reason: 'epoch-changed', epoch: E1, offset: 8, group: 'admins' },
+  ]);
+  assert.deepEqual(plain(ws.positions()), { [E1]: 8 });
+});
+
+test('recover: a first connection that never opened is still a first connection', () => {
+  const { sockets, clock, failures } = recovering();
+  sockets[0].drop();
+  clock.advance(100);
+  sockets[1].open();
+  sockets[1].receive(position(E1, 0));
+  assert.deepEqual(plain(failures), []);
+});
+
+test('recover: bare frames from a server that ignores recover reach receive_message unchanged', () => {
+  const { sockets, calls, failures } = recovering();
+  sockets[0].open();
+  sockets[0].receive('plain');
+  sockets[0].receive('{"type":"game"}');
+  assert.deepEqual(calls.messages, ['plain', '{"type":"game"}']);
+  assert.deepEqual(plain(failures), []);
+});
+
+test('without recover: no recover key, and recovery-shaped frames are passed on as they are', () => {
+  const { WS4Redis, sockets, clock } = load({ random: () => 0 });
+  const r = recorder();
+  WS4Redis({ uri: 'ws://h/ws/chat?subscribe-broadcast', ...r.options });
+  sockets[0].open();
+  sockets[0].receive(position(E1, 1));
+  sockets[0].receive(message(E1, 2, 'x'));
+  assert.deepEqual(r.calls.messages, [position(E1, 1), message(E1, 2, 'x')]);
+  sockets[0].drop();
+  clock.advance(100);
+  assert.equal(sockets[1].url, 'ws://h/ws/chat?subscribe-broadcast');
+});
+
+test('recover: heartbeats, backoff and close behave as without it', () => {
+  const { sockets, clock, calls, ws } = recovering({ heartbeat_msg: '--hb--', max_missed_heartbeats: 2 });
+  sockets[0].open();
+  clock.advance(10_000);
+  assert.deepEqual(sockets[0].sent, ['--hb--', '--hb--']);
+  sockets[0].receive('--hb--');
+  clock.advance(5000);
+  assert.equal(sockets[0].closedWith, null, 'an answered heartbeat keeps the socket');
+  clock.advance(10_000);
+  assert.equal(sockets[0].closedWith.code, 4000);
+  assert.equal(ws.reconnect_delay, 100);
+  clock.advance(100);
+  assert.equal(sockets.length, 2);
+  ws.close();
+  clock.advance(60_000);
+  assert.equal(sockets.length, 2);
+  assert.deepEqual(calls.messages, []);
+});

@@ -14,6 +14,9 @@
 //! - [`prometheus`]: samples from /metrics text.
 //! - [`recovering`]: a client that recovers by the recovery contract and checks what it gets.
 //! - [`cut_proxy`]: a TCP proxy that stalls and resets connections, as a network cut does.
+//! - [`recovering_client`]: a client that reconnects like ws4redis.js and recovers per the
+//!   recovery contract, recording what it received.
+//! - [`rolling_restart`]: the rolling-restart loss measurement (two instances, one restarted).
 
 pub mod browser;
 pub mod cut_proxy;
@@ -24,7 +27,9 @@ pub mod process;
 pub mod prometheus;
 pub mod raw;
 pub mod recovering;
+pub mod recovering_client;
 pub mod redis_server;
+pub mod rolling_restart;
 pub mod server_process;
 pub mod stack;
 pub mod sync;

@@ -18,6 +18,18 @@
  * - relative URIs ('/ws/chat?subscribe-broadcast') are resolved against the page, and on an
  *   https page the socket is always wss://.
  *
+ * Recovery (`recover: true`, Crier's protocol; README "Recovery"): the socket asks for
+ * `recover` on its first connection and `recover=<epoch>:<offset>,...` (the highest offset seen
+ * per history epoch) on every reconnection, so that wsserver sends what was published while it
+ * was away. The JSON envelope is stripped: receive_message gets each message's payload, in
+ * order and at most once; status objects never reach it. `recovery_failed(info)` is called when
+ * what was missed cannot be sent (a `gap` status; info is the parsed object) — the page then
+ * reloads its state. A reconnection that had no position to send (the facility keeps no
+ * history, or no status had arrived yet) reports the server's `position` answer the same way,
+ * as a gap with the reason the server gives when it has no token to serve ("no-history" or
+ * "epoch-changed"). Frames that are not recovery objects (a server that ignores `recover`)
+ * reach receive_message unchanged.
+ *
  * No build step: load it with <script src="/static/ws4redis.js"></script>; it defines the
  * global WS4Redis (and module.exports under CommonJS, for tests).
  */
@@ -38,11 +50,15 @@
     reconnect_max: 30000,
     reconnect_min: 100,
     stable_after: 5000,
+    recover: false,
     connecting: null,
     connected: null,
     receive_message: null,
-    disconnected: null
+    disconnected: null,
+    recovery_failed: null
   };
+
+  var STATUS_TYPES = { position: true, recovered: true, gap: true };
 
   /** ws:// or wss:// URL for `uri` seen from page `loc` (window.location, may be missing). */
   function resolveUri(uri, loc) {
@@ -69,6 +85,110 @@
     var window = Math.min(opts.reconnect_max, opts.reconnect_base * Math.pow(2, attempt));
     return Math.max(opts.reconnect_min, Math.floor(random() * window));
   }
+
+  /** `url` with the `recover` query key: empty without positions, else one token per epoch. */
+  function recoverUri(url, positions) {
+    var tokens = [];
+    for (var epoch in positions) {
+      if (Object.prototype.hasOwnProperty.call(positions, epoch)) {
+        tokens.push(epoch + ':' + positions[epoch]);
+      }
+    }
+    var hash = url.indexOf('#');
+    var fragment = hash >= 0 ? url.slice(hash) : '';
+    var base = hash >= 0 ? url.slice(0, hash) : url;
+    var sep = base.indexOf('?') < 0 ? '?' : /[?&]$/.test(base) ? '' : '&';
+    return base + sep + 'recover' + (tokens.length ? '=' + tokens.join(',') : '') + fragment;
+  }
+
+  /**
+   * What a frame on an opted-in socket is: {kind: 'status', status}, {kind: 'message', message}
+   * (the envelope, its payload in message.data), or {kind: 'raw'} for anything else (a server
+   * that ignored `recover` sends bare ws4redis payloads).
+   */
+  function classifyFrame(data) {
+    if (typeof data !== 'string' || data.charAt(0) !== '{') {
+      return { kind: 'raw' };
+    }
+    var value;
+    try {
+      value = JSON.parse(data);
+    } catch (e) {
+      return { kind: 'raw' };
+    }
+    if (!value || typeof value !== 'object' || typeof value.audience !== 'string') {
+      return { kind: 'raw' };
+    }
+    if (value.type === 'message' && typeof value.data === 'string') {
+      return { kind: 'message', message: value };
+    }
+    if (STATUS_TYPES[value.type] === true) {
+      return { kind: 'status', status: value };
+    }
+    return { kind: 'raw' };
+  }
+
+  /** An epoch as the server writes it (16 lower-case hex digits), or null. */
+  function epochOf(value) {
+    return typeof value === 'string' && /^[0-9a-f]{16}$/.test(value) ? value : null;
+  }
+
+  /** An offset as the server writes it (a non-negative integer), or null. */
+  function offsetOf(value) {
+    return typeof value === 'number' && value >= 0 && Math.floor(value) === value ? value : null;
+  }
+
+  /**
+   * A socket's recovery positions: the highest offset seen per epoch, one epoch per channel (a
+   * channel is named by its audience and group; its old epoch is forgotten when a new one
+   * shows up).
+   */
+  function Positions() {
+    this.byEpoch = {};
+    this.epochOfChannel = {};
+  }
+
+  Positions.channelKey = function (obj) {
+    return obj.audience + (typeof obj.group === 'string' ? ':' + obj.group : '');
+  };
+
+  /** Records `offset` in `epoch` for the channel of `obj`; returns the previous offset (or null). */
+  Positions.prototype.advance = function (obj, epoch, offset) {
+    var channel = Positions.channelKey(obj);
+    var old = this.epochOfChannel[channel];
+    if (old !== undefined && old !== epoch) {
+      delete this.byEpoch[old];
+    }
+    this.epochOfChannel[channel] = epoch;
+    var seen = Object.prototype.hasOwnProperty.call(this.byEpoch, epoch) ? this.byEpoch[epoch] : null;
+    if (seen === null || offset > seen) {
+      this.byEpoch[epoch] = offset;
+    }
+    return seen;
+  };
+
+  /** Whether a message at `offset` in `epoch` was already seen. */
+  Positions.prototype.seen = function (epoch, offset) {
+    return Object.prototype.hasOwnProperty.call(this.byEpoch, epoch) && offset <= this.byEpoch[epoch];
+  };
+
+  /** Forgets the channel of `obj` (its facility keeps no history now). */
+  Positions.prototype.forget = function (obj) {
+    var channel = Positions.channelKey(obj);
+    var old = this.epochOfChannel[channel];
+    if (old !== undefined) {
+      delete this.byEpoch[old];
+      delete this.epochOfChannel[channel];
+    }
+  };
+
+  Positions.prototype.snapshot = function () {
+    var copy = {};
+    for (var epoch in this.byEpoch) {
+      if (Object.prototype.hasOwnProperty.call(this.byEpoch, epoch)) copy[epoch] = this.byEpoch[epoch];
+    }
+    return copy;
+  };
 
   function WS4Redis(options, $) {
     if (!(this instanceof WS4Redis)) {
@@ -103,6 +223,8 @@
     var heartbeatTimer = null;
     var reconnectTimer = null;
     var closedByUser = false;
+    var positions = new Positions();
+    var everOpened = false;
 
     function call(fn, arg) {
       if (typeof fn === 'function') {
@@ -167,6 +289,57 @@
       scheduleReconnect();
     }
 
+    /**
+     * Applies a status object of the socket described by `conn` (conn.reconnect: a socket had
+     * been open before this one).
+     */
+    function applyStatus(status, conn) {
+      var epoch = epochOf(status.epoch);
+      var offset = offsetOf(status.offset);
+      if (epoch !== null && offset !== null) {
+        positions.advance(status, epoch, offset);
+      } else {
+        positions.forget(status);
+      }
+      if (status.type === 'gap') {
+        call(opts.recovery_failed, status);
+      } else if (status.type === 'position' && conn.reconnect) {
+        var gap = {
+          type: 'gap',
+          audience: status.audience,
+          reason: epoch === null ? 'no-history' : 'epoch-changed',
+          epoch: epoch,
+          offset: offset
+        };
+        if (typeof status.group === 'string') gap.group = status.group;
+        call(opts.recovery_failed, gap);
+      }
+    }
+
+    /** Hands a frame of an opted-in socket to the page: payloads once each, statuses never. */
+    function receiveRecovering(data, conn) {
+      var frame = classifyFrame(data);
+      if (frame.kind === 'status') {
+        applyStatus(frame.status, conn);
+        return;
+      }
+      if (frame.kind === 'message') {
+        var message = frame.message;
+        var epoch = epochOf(message.epoch);
+        var offset = offsetOf(message.offset);
+        if (epoch !== null && offset !== null) {
+          if (positions.seen(epoch, offset)) {
+            self.duplicates_dropped += 1;
+            return;
+          }
+          positions.advance(message, epoch, offset);
+        }
+        call(opts.receive_message, message.data);
+        return;
+      }
+      call(opts.receive_message, data);
+    }
+
     /** Gives up on the current socket at once (a dead peer may never finish a close handshake). */
     function drop(code, reason) {
       var sock = ws;
@@ -189,8 +362,9 @@
       }
       call(opts.connecting);
       var sock;
+      var conn = { reconnect: everOpened };
       try {
-        sock = new env.WebSocket(url);
+        sock = new env.WebSocket(opts.recover ? recoverUri(url, positions.snapshot()) : url);
       } catch (e) {
         if (root.console) root.console.error('WS4Redis: cannot open ' + url + ':', e);
         scheduleReconnect();
@@ -200,6 +374,7 @@
       sock.onopen = function (evt) {
         if (sock !== ws) return;
         openedAt = env.now();
+        everOpened = true;
         startHeartbeat();
         call(opts.connected, evt);
       };
@@ -209,7 +384,11 @@
         if (opts.heartbeat_msg !== null && evt.data === opts.heartbeat_msg) {
           return;
         }
-        call(opts.receive_message, evt.data);
+        if (opts.recover) {
+          receiveRecovering(evt.data, conn);
+        } else {
+          call(opts.receive_message, evt.data);
+        }
       };
       sock.onerror = function () {
         /* a close event always follows an error */
@@ -267,8 +446,14 @@
       }
     };
 
+    /** With `recover`: the positions the next reconnection sends (epoch -> highest offset). */
+    this.positions = function () {
+      return positions.snapshot();
+    };
+
     this.uri = url;
     this.options = opts;
+    this.duplicates_dropped = 0;
     env.onOnline(this.reconnect_now);
     connect();
   }
@@ -280,6 +465,8 @@
   WS4Redis.resolve_uri = resolveUri;
   WS4Redis.backoff_delay = backoffDelay;
   WS4Redis.defaults = DEFAULTS;
+  WS4Redis.recover_uri = recoverUri;
+  WS4Redis.classify_frame = classifyFrame;
 
   /** What the client uses from its surroundings; tests replace parts of it. */
   WS4Redis.env = {

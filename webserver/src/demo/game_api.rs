@@ -87,8 +87,8 @@ pub async fn play(app: Arc<App>, req: Request<Incoming>, raw_id: &str) -> Respon
     json_error(StatusCode::CONFLICT, "the game changed meanwhile; reload the page")
 }
 
-/// Sends the new state to both players. A failure is logged only: the move is stored, and the
-/// pages fetch the state again when they reconnect.
+/// Sends the new state to both players. A failure is logged only: the move is stored, and a
+/// page fetches the state when it loads and when its socket cannot recover after a reconnect.
 async fn publish(app: &App, game: &Game, by: &str, square: i64) {
     let facility = game.id.facility();
     let channels = [app.store.prefix.user(&game.x, &facility), app.store.prefix.user(&game.o, &facility)];

@@ -4,8 +4,11 @@
  *
  * - Crier.user, Crier.csrf: from <meta name="crier-user"> and <meta name="csrf-token">;
  * - Crier.socket(facilityAndFlags, callbacks): a WS4Redis client on the page's websocket URL
- *   (<meta name="crier-websocket">) with its heartbeat (<meta name="crier-heartbeat">); the
- *   header's connection indicator (#conn) shows whether all of the page's sockets are open;
+ *   (<meta name="crier-websocket">) with its heartbeat (<meta name="crier-heartbeat">), in
+ *   recovery mode (what was published while the socket was down arrives after the reconnect);
+ *   callbacks.load fetches the page's state: when the socket first opens and whenever what it
+ *   missed cannot be recovered; the header's connection indicator (#conn) shows whether all of
+ *   the page's sockets are open;
  * - Crier.api(method, path, body): fetch with the CSRF token in X-CSRF-Token and JSON in and
  *   out; rejects with an Error whose message is the server's {"error": ...} text;
  * - Crier.toast(text, options): a message in the page's live region (#toasts).
@@ -147,17 +150,34 @@
     }
   }
 
-  /** A WS4Redis client for `facilityAndFlags` (e.g. 'lobby?subscribe-user'). */
+  /**
+   * A WS4Redis client for `facilityAndFlags` (e.g. 'lobby?subscribe-user'), with recovery
+   * unless callbacks.recover is false. callbacks: receive_message(data); load(), which fetches
+   * the state the messages update: called on the first open and on every recovery failure (a
+   * reconnect that recovered everything fetches nothing), or on every open without recovery;
+   * connecting, connected, disconnected, recovery_failed(info).
+   */
   Crier.socket = function (facilityAndFlags, callbacks) {
     callbacks = callbacks || {};
+    var loaded = false;
+    function load() {
+      loaded = true;
+      if (callbacks.load) callbacks.load();
+    }
     var socket = window.WS4Redis({
       uri: Crier.websocket + facilityAndFlags,
       heartbeat_msg: Crier.heartbeat,
+      recover: callbacks.recover !== false,
       receive_message: callbacks.receive_message,
+      recovery_failed: function (info) {
+        if (callbacks.recovery_failed) callbacks.recovery_failed(info);
+        load();
+      },
       connecting: callbacks.connecting,
       connected: function (evt) {
         Crier.everConnected = true;
         updateIndicator();
+        if (!loaded || callbacks.recover === false) load();
         if (callbacks.connected) callbacks.connected(evt);
       },
       disconnected: function (evt) {

@@ -1,9 +1,10 @@
 /*
  * game.js: the live part of a game page (GET /game/<id>).
  *
- * The page renders from the game's JSON state: GET /api/games/<id> on load and on every
- * (re)connect, then the states the server sends to this player on "game/<id>?subscribe-user"
- * after each move (a reconnecting socket first gets the latest one again). A state is applied
+ * The page renders from the game's JSON state: GET /api/games/<id> when the socket first
+ * connects, then the states the server sends to this player on "game/<id>?subscribe-user"
+ * after each move; a move made while the socket was down arrives after the reconnect, and the
+ * state is fetched again only when the reconnect could not recover it. A state is applied
  * only if it has at least as many moves as the one shown, so replays and late answers are
  * harmless. A click (or Enter/Space; arrow keys move between squares) POSTs the square; the
  * server checks it and a refusal is shown next to the board.
@@ -109,7 +110,7 @@
   });
 
   Crier.socket('game/' + gameId + '?subscribe-user', {
-    connected: load,
+    load: load,
     receive_message: function (data) {
       var message = Crier.parse(data);
       if (!message || message.type !== 'game') return;

@@ -5,8 +5,9 @@
  *   broadcast of the facility "presence/lobby" (fetched again on every reconnect; events that
  *   arrive while the list loads are applied after it).
  * - Being in the lobby: the socket on "lobby?subscribe-user" (wsserver records presence for it)
- *   carries invitations to and from this user; GET /api/invitations fills the list on every
- *   (re)connect.
+ *   carries invitations to and from this user; GET /api/invitations fills the list when it
+ *   first connects and again only when a reconnect could not recover what was published
+ *   meanwhile (an invitation sent while the socket was down arrives after the reconnect).
  * - Invite, accept, decline: JSON POSTs with the CSRF token; refusals are shown as messages.
  *   Accepting opens the game; the inviter's page opens it when the acceptance arrives.
  *
@@ -339,8 +340,9 @@
 
   // --- wiring -----------------------------------------------------------------------------
 
-  Crier.socket('presence/lobby?subscribe-broadcast', { connected: loadPresence, receive_message: onPresence });
-  Crier.socket('lobby?subscribe-user', { connected: loadInvitations, receive_message: onLobbyMessage });
+  // Presence is a snapshot (who is online now), read again on every connect.
+  Crier.socket('presence/lobby?subscribe-broadcast', { recover: false, load: loadPresence, receive_message: onPresence });
+  Crier.socket('lobby?subscribe-user', { load: loadInvitations, receive_message: onLobbyMessage });
   window.setInterval(function () {
     if (invitationsLoaded) renderInvitations();
   }, 5000);
