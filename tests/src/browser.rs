@@ -50,7 +50,11 @@ pub fn require_node_modules() {
 
 /// Creates (or replaces) an account directly in Redis, as `webserver users add` does.
 pub async fn add_account(redis: &Redis, prefix: &KeyPrefix, name: &str, password: &str, groups: &[&str]) {
-    let store = webserver::store::Store::new(redis.client().clone(), prefix.clone()).expect("webserver store");
+    let store = webserver::store::Store::new(
+        &service::redis_target::RedisTarget::single(redis.client().clone()),
+        prefix.clone(),
+    )
+    .expect("webserver store");
     let account = webserver::accounts::Account {
         name: Name::parse(name).expect("valid user name"),
         password_hash: webserver::accounts::hash_password(password).expect("hashable password"),

@@ -25,13 +25,14 @@ pub mod server_process;
 pub mod stack;
 pub mod sync;
 pub mod tempdir;
+pub mod test_ca;
 pub mod wait;
 pub mod web_session;
 pub mod ws;
 
 pub use http::HttpResponse;
 pub use nginx::Nginx;
-pub use redis_server::Redis;
+pub use redis_server::{Redis, RedisOptions};
 pub use stack::{Stack, StackOptions};
 pub use sync::sync_clients;
 pub use tempdir::TempDir;

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use protocol::{ChannelName, KeyPrefix, Name, SessionKey, SessionRecord};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use service::redis_link::CommandConnection;
+use service::redis_target::RedisTarget;
 
 use crate::accounts::Account;
 use crate::demo::game::{Game, GameId};
@@ -37,16 +38,16 @@ pub enum StoreError {
 /// Cloneable handle; clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: CommandConnection,
     pub prefix: KeyPrefix,
 }
 
 impl Store {
-    pub fn new(client: redis::Client, prefix: KeyPrefix) -> Result<Store, StoreError> {
-        Ok(Store { conn: service::redis_link::command_connection(client)?, prefix })
+    pub fn new(target: &RedisTarget, prefix: KeyPrefix) -> Result<Store, StoreError> {
+        Ok(Store { conn: target.command_connection()?, prefix })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> CommandConnection {
         self.conn.clone()
     }
 

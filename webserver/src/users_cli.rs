@@ -27,7 +27,8 @@ fn name(text: &str, what: &str) -> Result<Name, UsersError> {
 
 /// Runs one users subcommand; returns what to print.
 pub async fn run(config: &Config, command: &UsersCommand) -> Result<String, UsersError> {
-    let store = Store::new(service::redis_link::client(&config.redis_url)?, config.key_prefix())?;
+    let target = config.redis.target().map_err(|e| UsersError::Invalid(e.to_string()))?;
+    let store = Store::new(&target, config.key_prefix())?;
     match command {
         UsersCommand::Add { name: user, groups } | UsersCommand::Passwd { name: user, groups } => {
             let adding = matches!(command, UsersCommand::Add { .. });

@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use protocol::ChannelName;
-use redis::aio::ConnectionManager;
+use service::redis_link::CommandConnection;
+use service::redis_target::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]
@@ -12,13 +13,13 @@ pub struct StoreError(#[from] redis::RedisError);
 /// Cloneable handle; clones share the connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: CommandConnection,
 }
 
 impl Store {
     /// Connects lazily: the process starts even while Redis is down.
-    pub fn new(client: redis::Client) -> Result<Store, StoreError> {
-        Ok(Store { conn: service::redis_link::command_connection(client)? })
+    pub fn new(target: &RedisTarget) -> Result<Store, StoreError> {
+        Ok(Store { conn: target.command_connection()? })
     }
 
     /// The persisted last message of each channel, in order (`None` where there is none).
