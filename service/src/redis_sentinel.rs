@@ -72,6 +72,13 @@ impl fmt::Debug for SentinelSettings {
     }
 }
 
+/// The last master a Sentinel announced, and how many announcements changed it.
+#[derive(Debug, Default)]
+pub(crate) struct Announced {
+    count: u64,
+    master: Option<String>,
+}
+
 /// The command connection to the current master, with what it was resolved under.
 struct Current {
     id: u64,
@@ -83,7 +90,7 @@ struct Current {
 /// pub/sub connection. The `+switch-master` watchers run from first use until it is dropped.
 pub struct Sentinel {
     settings: SentinelSettings,
-    switches: Arc<watch::Sender<u64>>,
+    switches: Arc<watch::Sender<Announced>>,
     current: std::sync::Mutex<Option<Current>>,
     connecting: tokio::sync::Mutex<()>,
     connections: AtomicU64,
@@ -108,7 +115,7 @@ impl Sentinel {
     pub(crate) fn new(settings: SentinelSettings) -> Sentinel {
         Sentinel {
             settings,
-            switches: Arc::new(watch::Sender::new(0)),
+            switches: Arc::new(watch::Sender::new(Announced::default())),
             current: std::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             connections: AtomicU64::new(0),
@@ -122,8 +129,8 @@ impl Sentinel {
         &self.settings
     }
 
-    /// Announcements of a new master (a counter that moves on each `+switch-master`).
-    pub(crate) fn switches(&self) -> watch::Receiver<u64> {
+    /// Announcements of a new master (each Sentinel announces it; receivers see it once).
+    pub(crate) fn switches(&self) -> watch::Receiver<Announced> {
         self.switches.subscribe()
     }
 
@@ -135,12 +142,12 @@ impl Sentinel {
             Some(c) if c.switch == switch => Some((c.id, c.conn.clone())),
             _ => None,
         };
-        let switch = *self.switches.borrow();
+        let switch = self.switches.borrow().count;
         if let Some(found) = usable(&self.current.lock().expect("not poisoned"), switch) {
             return Ok(found);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        let switch = *self.switches.borrow();
+        let switch = self.switches.borrow().count;
         if let Some(found) = usable(&self.current.lock().expect("not poisoned"), switch) {
             return Ok(found);
         }
@@ -294,7 +301,7 @@ async fn watch_switches(
     sentinel: SentinelAddr,
     client: redis::Client,
     master: String,
-    switches: Arc<watch::Sender<u64>>,
+    switches: Arc<watch::Sender<Announced>>,
     cancel: CancellationToken,
 ) {
     use futures_core::Stream;
@@ -322,9 +329,20 @@ async fn watch_switches(
                     let Some(message) = message else { break };
                     // "<master name> <old ip> <old port> <new ip> <new port>"
                     let text = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-                    if text.split(' ').next() == Some(master.as_str()) {
-                        tracing::warn!(%sentinel, "Sentinel announced a new master: {}", crate::Escaped(&text));
-                        switches.send_modify(|n| *n += 1);
+                    let fields: Vec<&str> = text.split(' ').collect();
+                    if let [name, _, _, ip, port] = fields[..] {
+                        if name == master {
+                            let new = format!("{ip}:{port}");
+                            switches.send_if_modified(|last| {
+                                if last.master.as_deref() == Some(new.as_str()) {
+                                    return false;
+                                }
+                                tracing::warn!(%sentinel, "Sentinel announced a new master: {}", crate::Escaped(&new));
+                                last.master = Some(new.clone());
+                                last.count += 1;
+                                true
+                            });
+                        }
                     }
                 }
                 tracing::debug!(%sentinel, "Sentinel announcement connection closed");

@@ -105,7 +105,7 @@ fn classify(e: &redis::RedisError) -> ProbeError {
 }
 
 /// Master changes of a [`RedisTarget`]; never fires for a single server.
-pub struct MasterSwitches(Option<watch::Receiver<u64>>);
+pub struct MasterSwitches(Option<watch::Receiver<crate::redis_sentinel::Announced>>);
 
 impl MasterSwitches {
     /// Forgets announcements made so far (call before connecting).

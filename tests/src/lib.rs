@@ -21,6 +21,7 @@ pub mod process;
 pub mod prometheus;
 pub mod raw;
 pub mod redis_server;
+pub mod sentinel;
 pub mod server_process;
 pub mod stack;
 pub mod sync;
