@@ -102,6 +102,18 @@ impl SentinelSet {
         addr.map(|(_, port)| port)
     }
 
+    /// `SENTINEL FAILOVER`: promote the replica while the master still runs (it is demoted).
+    pub async fn force_failover(&self) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinels[0].port)).expect("client");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect to a Sentinel");
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .expect("SENTINEL FAILOVER");
+    }
+
     /// The Sentinels' logs, for failure messages.
     pub fn logs(&self) -> String {
         self.sentinels

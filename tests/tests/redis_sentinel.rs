@@ -186,3 +186,64 @@ async fn a_server_named_as_master_that_is_a_replica_is_refused() {
     let published: i64 = redis::cmd("PUBLISH").arg("c").arg("m").query_async(&mut conn).await.unwrap();
     assert_eq!(published, 0);
 }
+
+/// `cmd` on a new connection to `redis` (Sentinel's reconfiguration kills the harness's own).
+async fn fresh<T: redis::FromRedisValue>(redis: &crier_tests::Redis, cmd: &redis::Cmd) -> Option<T> {
+    let mut conn = redis.client().get_multiplexed_async_connection().await.ok()?;
+    cmd.query_async(&mut conn).await.ok()
+}
+
+async fn numsub(redis: &crier_tests::Redis, channel: &str) -> Option<i64> {
+    let answer: Option<(String, i64)> = fresh(redis, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)).await;
+    answer.map(|(_, n)| n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_failover_moves_both_servers_off_the_demoted_master() {
+    let set = SentinelSet::start().await;
+    let stack = Stack::start(StackOptions::default().redis_flags(set.crier_flags())).await;
+    let channel = stack.broadcast_channel("room");
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(WsClient::open(&stack.ws_url("/ws/room?subscribe-broadcast")).await);
+    }
+    sync_clients(&set.master, &channel, &mut sockets).await;
+
+    // The old master keeps running, as a replica of the new one.
+    set.force_failover().await;
+    wait_until(FAILOVER, "the Sentinels report the replica as master", || async {
+        set.reported_master_port().await == set.replica.port()
+    })
+    .await;
+    wait_until(FAILOVER, "wsserver subscribes on the new master only", || async {
+        numsub(&set.replica, &channel).await == Some(1) && numsub(&set.master, &channel).await == Some(0)
+    })
+    .await;
+    wait_until(FAILOVER, "the demoted master says it is a replica", || async {
+        let info: Option<String> = fresh(&set.master, redis::cmd("INFO").arg("replication")).await;
+        info.is_some_and(|i| i.contains("role:slave"))
+    })
+    .await;
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        assert!(attempt < 200, "the API never published on the new master:\n{}", set.logs());
+        let message = format!("after the switch {attempt}");
+        let body = json!({"facility": "room", "broadcast": true, "message": message, "expire": 60});
+        let response = stack.publish(&body).await;
+        if response.status == 503 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.json()["receivers"], 1, "published on the master wsserver listens to, not the demoted one");
+        all_receive(&mut sockets, &message).await;
+        let stored: Option<String> = fresh(&set.replica, redis::cmd("GET").arg(&channel)).await;
+        assert_eq!(stored.as_deref(), Some(message.as_str()), "stored on the new master");
+        break;
+    }
+    for (i, socket) in sockets.iter_mut().enumerate() {
+        assert!(socket.try_recv().is_none(), "socket {i}: nothing else, no close");
+    }
+}
