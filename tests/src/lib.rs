@@ -12,6 +12,8 @@
 //! - [`raw`]: hand-written HTTP requests and websocket frames, for abuse and protocol tests.
 //! - [`server_process`]: the real binaries as child processes (signals, exit codes, SIGKILL).
 //! - [`prometheus`]: samples from /metrics text.
+//! - [`test_ca`]: a test CA and server/client certificates (openssl CLI) for TLS to Redis.
+//! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests.
 
 pub mod browser;
 pub mod http;
