@@ -51,7 +51,7 @@ take the default shown here.
 
 | option | effect |
 | --- | --- |
-| `--check` | validate the configuration, print it with secrets masked (publish token; passwords and query values of the Redis and auth-callback URLs), exit. The systemd units run it as `ExecStartPre=`. |
+| `--check` | validate the configuration (the Redis TLS files must exist and parse), print it with secrets masked (publish token; Sentinel password; passwords and query values of the Redis and auth-callback URLs), try one Redis connection, exit. A TLS certificate that does not verify or refused credentials fail it (exit 2); Redis being down does not (the servers connect when it comes). The systemd units run it as `ExecStartPre=`. |
 | `--log-format text\\|json` | `CRIER_LOG_FORMAT`; text under systemd has no timestamps (the journal adds them); `RUST_LOG` filters (default `info`). |
 | `--version`, `-V` | print the version and exit. |
 | `--help`, `-h` | print every option (the source of this page). |

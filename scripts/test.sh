@@ -28,8 +28,9 @@ source "$ROOT/scripts/lib/deps.sh"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-ensure_packages redis-server nginx curl || {
-    log "error: could not install redis-server, nginx and curl"
+# openssl makes the test CA of the TLS tests; redis-sentinel runs the Sentinel failover tests.
+ensure_packages redis-server redis-sentinel openssl nginx curl || {
+    log "error: could not install redis-server, redis-sentinel, openssl, nginx and curl"
     exit 1
 }
 

@@ -1,5 +1,5 @@
-//! Runtime pieces both Crier binaries share: the accept-and-serve loop, the Redis reconnect
-//! policy and command connection, shutdown signals, logging, log-safe text and masking,
+//! Runtime pieces both Crier binaries share: the accept-and-serve loop, the Redis settings,
+//! topologies (single, Sentinel; TCP, unix, TLS), reconnect policy and command connection, shutdown signals, logging, log-safe text and masking,
 //! human durations, the wall clock, trusted proxies, systemd readiness notification and the
 //! tokio runtime, and the per-channel history (append-and-publish, read for recovery,
 //! metrics).
@@ -16,7 +16,12 @@ pub mod notify;
 pub mod proxy;
 pub mod reconnect;
 pub mod redact;
+pub mod redis_check;
+pub mod redis_config;
 pub mod redis_link;
+pub mod redis_sentinel;
+pub mod redis_target;
+pub mod redis_tls;
 pub mod runtime;
 pub mod serve;
 pub mod shutdown;

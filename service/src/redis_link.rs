@@ -1,11 +1,17 @@
 //! The command connection to Redis both binaries use (multiplexed, reconnecting, with a response
-//! timeout so callers get an error instead of hanging during an outage), and the one place the
-//! ws4redis publish sequence (PUBLISH, then SET .. EX when expire > 0) is written.
+//! timeout so callers get an error instead of hanging during an outage; for a Sentinel-managed
+//! master, re-resolved as [`crate::redis_sentinel`] describes), and the one place the ws4redis
+//! publish sequence (PUBLISH, then SET .. EX when expire > 0) is written.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::ChannelName;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::redis_sentinel::Sentinel;
+use crate::redis_tls::TlsFiles;
 
 /// Longest a command may take before the caller gets an error.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -14,14 +20,36 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Nagle's algorithm a command written while an earlier one is unanswered would wait for that
 /// answer, one more round trip for pipelined publishes.
 pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    client_for(connection_info(url)?, None)
+}
+
+/// `url` parsed, with `TCP_NODELAY` set.
+pub fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
     use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    redis::Client::open(info)
+    Ok(url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
+}
+
+/// A client for `info`, verifying TLS with `tls`'s CA and presenting its client certificate
+/// when `info` is a `rediss://` address (without `tls`: the system's trust store).
+pub fn client_for(info: redis::ConnectionInfo, tls: Option<&TlsFiles>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        Some(files) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) => {
+            redis::Client::build_with_tls(info, files.certificates())
+        }
+        _ => redis::Client::open(info),
+    }
+}
+
+/// Connect and response timeouts of the connections made without a `ConnectionManager`.
+pub(crate) fn async_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
 }
 
 /// A command connection that connects lazily, so a process starts while Redis is down. It
 /// reconnects with the delays of [`crate::reconnect`], one retry per failed command.
-pub fn command_connection(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+pub fn command_connection(client: redis::Client) -> redis::RedisResult<CommandConnection> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -29,13 +57,68 @@ pub fn command_connection(client: redis::Client) -> redis::RedisResult<Connectio
         .set_min_delay(crate::reconnect::MIN_DELAY)
         .set_exponent_base(crate::reconnect::FACTOR as f32)
         .set_max_delay(crate::reconnect::MAX_DELAY);
-    ConnectionManager::new_lazy_with_config(client, config)
+    Ok(CommandConnection(Link::Single(ConnectionManager::new_lazy_with_config(client, config)?)))
+}
+
+/// The connection both binaries send commands (PUBLISH, SET, GET, scripts) through, whatever
+/// the topology: cheap to clone, every clone shares the same connection.
+#[derive(Clone)]
+pub struct CommandConnection(Link);
+
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Sentinel(Arc<Sentinel>),
+}
+
+impl CommandConnection {
+    pub(crate) fn sentinel(sentinel: Arc<Sentinel>) -> CommandConnection {
+        CommandConnection(Link::Sentinel(sentinel))
+    }
+}
+
+impl ConnectionLike for CommandConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Link::Single(conn) => conn.req_packed_command(cmd),
+            Link::Sentinel(sentinel) => Box::pin(async move {
+                let (generation, mut conn) = sentinel.master_connection().await?;
+                let result = conn.req_packed_command(cmd).await;
+                sentinel.after_command(generation, result.as_ref().err());
+                result
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Link::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(sentinel) => Box::pin(async move {
+                let (generation, mut conn) = sentinel.master_connection().await?;
+                let result = conn.req_packed_commands(pipeline, offset, count).await;
+                sentinel.after_command(generation, result.as_ref().err());
+                result
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Link::Single(conn) => conn.get_db(),
+            Link::Sentinel(sentinel) => sentinel.settings().redis.db(),
+        }
+    }
 }
 
 /// PUBLISH `payload` to each channel and, when `expire` > 0, store it as the channel's last
 /// message with SET .. EX, in one round trip. Returns the sum of PUBLISH receiver counts.
 pub async fn publish(
-    conn: &mut ConnectionManager,
+    conn: &mut CommandConnection,
     channels: &[ChannelName],
     payload: &[u8],
     expire: u64,

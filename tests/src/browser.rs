@@ -51,7 +51,7 @@ pub fn require_node_modules() {
 /// Creates (or replaces) an account directly in Redis, as `webserver users add` does.
 pub async fn add_account(redis: &Redis, prefix: &KeyPrefix, name: &str, password: &str, groups: &[&str]) {
     let store = webserver::store::Store::new(
-        redis.client().clone(),
+        &service::redis_target::RedisTarget::single(redis.client().clone()),
         prefix.clone(),
         protocol::HistorySettings::off(),
         Default::default(),

@@ -17,6 +17,8 @@
 //! - [`recovering_client`]: a client that reconnects like ws4redis.js and recovers per the
 //!   recovery contract, recording what it received.
 //! - [`rolling_restart`]: the rolling-restart loss measurement (two instances, one restarted).
+//! - [`test_ca`]: a test CA and server/client certificates (openssl CLI) for TLS to Redis.
+//! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests.
 
 pub mod browser;
 pub mod cut_proxy;
@@ -30,17 +32,19 @@ pub mod recovering;
 pub mod recovering_client;
 pub mod redis_server;
 pub mod rolling_restart;
+pub mod sentinel;
 pub mod server_process;
 pub mod stack;
 pub mod sync;
 pub mod tempdir;
+pub mod test_ca;
 pub mod wait;
 pub mod web_session;
 pub mod ws;
 
 pub use http::HttpResponse;
 pub use nginx::Nginx;
-pub use redis_server::Redis;
+pub use redis_server::{Redis, RedisOptions};
 pub use stack::{Stack, StackOptions};
 pub use sync::sync_clients;
 pub use tempdir::TempDir;

@@ -1,4 +1,6 @@
-//! A private `redis-server` listening only on a Unix socket in a scratch directory.
+//! A private `redis-server` listening on a Unix socket in a scratch directory (the harness's own
+//! connection), and on request also on loopback TCP and TLS ports (what the servers under test
+//! use in the TLS and Sentinel tests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,24 @@ use redis::FromRedisValue;
 
 use crate::process::{find_program, stop_child, tail};
 use crate::tempdir::TempDir;
+use crate::test_ca::TestCa;
+
+/// How to start a [`Redis`] beyond the default Unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Also listen on 127.0.0.1 on this port (plain TCP).
+    pub port: Option<u16>,
+    /// Also listen with TLS on a free 127.0.0.1 port, with certificates of a fresh [`TestCa`]
+    /// (clients must present its client certificate).
+    pub tls: bool,
+    /// More `redis-server` arguments (e.g. `--replicaof 127.0.0.1 6379`).
+    pub args: Vec<String>,
+}
+
+/// A TCP port nothing listens on right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
 
 /// Name the harness gives its own Redis connections, so that [`Redis::client_count`] counts
 /// only the servers' connections.
@@ -25,12 +45,19 @@ pub struct Redis {
     child: Option<Child>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    options: RedisOptions,
+    tls: Option<(TestCa, u16)>,
 }
 
 impl Redis {
     /// Starts redis-server (`CRIER_TEST_REDIS_SERVER`, PATH, or /usr/bin/redis-server) and
     /// waits until it answers PING.
     pub async fn start() -> Redis {
+        Redis::start_with(RedisOptions::default()).await
+    }
+
+    /// Like [`Redis::start`], with TCP, TLS or more arguments.
+    pub async fn start_with(options: RedisOptions) -> Redis {
         let dir = TempDir::new("redis").expect("create redis temp dir");
         let socket = dir.path().join("redis.sock");
         let bin = find_program(
@@ -40,16 +67,29 @@ impl Redis {
         );
         let client =
             redis::Client::open(format!("unix://{}", socket.display())).expect("redis client for a unix socket");
-        let mut redis = Redis { dir, socket, bin, child: None, client, conn: tokio::sync::Mutex::new(None) };
+        let tls = options.tls.then(|| (TestCa::generate(dir.path()), free_port()));
+        let mut redis =
+            Redis { dir, socket, bin, child: None, client, conn: tokio::sync::Mutex::new(None), options, tls };
         redis.spawn().await;
         redis
     }
 
     async fn spawn(&mut self) {
         let dir = self.dir.path();
-        let child = Command::new(&self.bin)
-            .arg("--port")
-            .arg("0")
+        let mut command = Command::new(&self.bin);
+        command.arg("--port").arg(self.options.port.unwrap_or(0).to_string()).arg("--bind").arg("127.0.0.1");
+        if let Some((ca, port)) = &self.tls {
+            command
+                .arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(ca.server_cert())
+                .arg("--tls-key-file")
+                .arg(ca.server_key())
+                .arg("--tls-ca-cert-file")
+                .arg(ca.ca());
+        }
+        let child = command
             .arg("--unixsocket")
             .arg(&self.socket)
             .arg("--unixsocketperm")
@@ -64,6 +104,7 @@ impl Redis {
             .arg(self.log_path())
             .arg("--daemonize")
             .arg("no")
+            .args(&self.options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -106,6 +147,30 @@ impl Redis {
     /// `unix:///…/redis.sock`, the URL both servers take.
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// The URL the servers under test take: `rediss://localhost:<tls port>` with TLS, else
+    /// [`Redis::url`].
+    pub fn server_url(&self) -> String {
+        match &self.tls {
+            Some((_, port)) => format!("rediss://localhost:{port}"),
+            None => self.url(),
+        }
+    }
+
+    /// The flags the servers under test need besides `--redis-url` (TLS files).
+    pub fn server_args(&self) -> Vec<String> {
+        self.tls.as_ref().map(|(ca, _)| ca.crier_args()).unwrap_or_default()
+    }
+
+    /// The certificates of a TLS Redis.
+    pub fn test_ca(&self) -> Option<&TestCa> {
+        self.tls.as_ref().map(|(ca, _)| ca)
+    }
+
+    /// The plain TCP port, when started with one.
+    pub fn port(&self) -> Option<u16> {
+        self.options.port
     }
 
     pub fn socket_path(&self) -> &Path {

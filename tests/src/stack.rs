@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{self, HttpResponse};
 use crate::nginx::Nginx;
-use crate::redis_server::Redis;
+use crate::redis_server::{Redis, RedisOptions};
 use crate::wait::try_wait_until;
 use crate::ws::WsClient;
 
@@ -36,6 +36,11 @@ pub struct StackOptions {
     pub publish_token: String,
     /// webserver's --max-body.
     pub max_body: usize,
+    /// Both servers reach Redis over TLS (`rediss://`, a test CA, a client certificate).
+    pub redis_tls: bool,
+    /// Both servers' Redis flags instead of the stack's own Redis (e.g. Sentinels); the stack's
+    /// Redis still runs, for the harness.
+    pub redis_flags: Option<Vec<String>>,
 }
 
 impl Default for StackOptions {
@@ -48,6 +53,8 @@ impl Default for StackOptions {
             nginx: true,
             publish_token: "test-publish-token-0123456789".into(),
             max_body: 1024,
+            redis_tls: false,
+            redis_flags: None,
         }
     }
 }
@@ -83,6 +90,30 @@ impl StackOptions {
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
+    }
+
+    /// Both servers talk to Redis over TLS.
+    pub fn redis_tls(mut self) -> Self {
+        self.redis_tls = true;
+        self
+    }
+
+    /// Both servers get these Redis flags (`--redis-url`, `--redis-sentinels`, …).
+    pub fn redis_flags(mut self, flags: Vec<String>) -> Self {
+        self.redis_flags = Some(flags);
+        self
+    }
+
+    /// The Redis flags of both servers for `redis`.
+    fn redis_flags_for(&self, redis: &Redis) -> Vec<String> {
+        match &self.redis_flags {
+            Some(flags) => flags.clone(),
+            None => {
+                let mut flags = vec!["--redis-url".to_owned(), redis.server_url()];
+                flags.extend(redis.server_args());
+                flags
+            }
+        }
     }
 }
 
@@ -166,13 +197,13 @@ impl Stack {
 
     pub async fn start(options: StackOptions) -> Stack {
         crate::init_tracing();
-        let redis = Redis::start().await;
+        let redis = Redis::start_with(RedisOptions { tls: options.redis_tls, ..RedisOptions::default() }).await;
         let prefix = KeyPrefix::new(&options.prefix).expect("valid prefix");
 
-        let (ws, ws_addr, admin_addr) = start_wsserver(&redis.url(), &options).await;
+        let (ws, ws_addr, admin_addr) = start_wsserver(&options.redis_flags_for(&redis), &options).await;
 
         let (web, web_addr) = if options.webserver {
-            let (web, addr) = start_webserver(&redis.url(), &options).await;
+            let (web, addr) = start_webserver(&options.redis_flags_for(&redis), &options).await;
             (Some(web), Some(addr))
         } else {
             (None, None)
@@ -322,7 +353,7 @@ impl Stack {
     /// was. Waits until it is ready.
     pub async fn restart_wsserver(&mut self) {
         let at = Some((self.ws_addr, self.admin_addr));
-        let (ws, _, _) = start_wsserver_at(&self.redis.url(), &self.options, at).await;
+        let (ws, _, _) = start_wsserver_at(&self.options.redis_flags_for(&self.redis), &self.options, at).await;
         self.ws = ws;
     }
 
@@ -371,8 +402,8 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-async fn start_wsserver(redis_url: &str, options: &StackOptions) -> (Server, SocketAddr, SocketAddr) {
-    start_wsserver_at(redis_url, options, None).await
+async fn start_wsserver(redis_flags: &[String], options: &StackOptions) -> (Server, SocketAddr, SocketAddr) {
+    start_wsserver_at(redis_flags, options, None).await
 }
 
 /// Binds `addr` again (it was just released; retries while it is still in use, up to 10 s).
@@ -391,12 +422,12 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
 
 /// Starts wsserver on ephemeral ports, or on `at` (websocket, admin) when given.
 async fn start_wsserver_at(
-    redis_url: &str,
+    redis_flags: &[String],
     options: &StackOptions,
     at: Option<(SocketAddr, SocketAddr)>,
 ) -> (Server, SocketAddr, SocketAddr) {
-    let mut args =
-        vec!["wsserver".to_owned(), "--redis-url".into(), redis_url.into(), "--prefix".into(), options.prefix.clone()];
+    let mut args = vec!["wsserver".to_owned(), "--prefix".into(), options.prefix.clone()];
+    args.extend(redis_flags.iter().cloned());
     args.extend(options.ws_args.iter().cloned());
     let config = <wsserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("wsserver flags {args:?}: {e}"));
@@ -414,11 +445,9 @@ async fn start_wsserver_at(
     (server, ws_addr, admin_addr)
 }
 
-async fn start_webserver(redis_url: &str, options: &StackOptions) -> (Server, SocketAddr) {
+async fn start_webserver(redis_flags: &[String], options: &StackOptions) -> (Server, SocketAddr) {
     let mut args = vec![
         "webserver".to_owned(),
-        "--redis-url".into(),
-        redis_url.into(),
         "--prefix".into(),
         options.prefix.clone(),
         "--publish-token".into(),
@@ -426,6 +455,7 @@ async fn start_webserver(redis_url: &str, options: &StackOptions) -> (Server, So
         "--max-body".into(),
         options.max_body.to_string(),
     ];
+    args.extend(redis_flags.iter().cloned());
     args.extend(options.web_args.iter().cloned());
     let config = <webserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("webserver flags {args:?}: {e}"));

@@ -19,9 +19,9 @@ pub struct Config {
     #[arg(long, env = "CRIER_WEB_ADMIN_LISTEN", default_value = "127.0.0.1:9190")]
     pub admin_listen: String,
 
-    /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
-    #[arg(long, env = "CRIER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Redis: URL, TLS files, Sentinels (service::redis_config).
+    #[command(flatten)]
+    pub redis: service::redis_config::RedisArgs,
 
     /// ws4redis key prefix (WS4REDIS_PREFIX); empty means none. Must match wsserver's.
     #[arg(long, env = "CRIER_PREFIX", default_value = "")]
@@ -143,9 +143,7 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        service::redis_link::client(&self.redis_url).map_err(|e| {
-            invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)"))
-        })?;
+        self.redis.target().map_err(|e| invalid(e.flag, e.problem))?;
         if !self.admin_listen.is_empty() {
             self.admin_listen
                 .parse::<SocketAddr>()
@@ -197,7 +195,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut shown = self.clone();
         shown.publish_token = shown.publish_token.map(|_| "****".to_owned());
-        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        shown.redis = self.redis.masked();
         format!("{shown:#?}")
     }
 }

@@ -13,6 +13,13 @@ fn main() -> anyhow::Result<()> {
     }
     if config.check {
         println!("{}", config.describe());
+        match service::redis_check::check(&config.redis) {
+            Ok(note) => println!("{note}"),
+            Err(e) => {
+                eprintln!("webserver: {e}");
+                std::process::exit(2);
+            }
+        }
         println!("configuration OK");
         return Ok(());
     }

@@ -19,6 +19,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    RedisRefused(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -36,10 +38,11 @@ pub async fn run_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let client = service::redis_link::client(&config.redis_url)?;
+    let target = config.redis.target().map_err(|e| RunError::RedisRefused(e.to_string()))?;
+    service::redis_check::at_startup(&target).await.map_err(RunError::RedisRefused)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let history = config.history.settings().expect("validated");
-    let store = Store::new(client, config.key_prefix(), history, metrics.history.clone())?;
+    let store = Store::new(&target, config.key_prefix(), history, metrics.history.clone())?;
     if config.publish_token.is_none() {
         tracing::warn!("no publish token configured (CRIER_PUBLISH_TOKEN): POST /api/publish answers 503");
     }

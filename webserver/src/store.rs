@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{ChannelName, Facility, HistorySettings, KeyPrefix, Name, SessionKey, SessionRecord};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use service::history::History;
 use service::history_metrics::HistoryMetrics;
+use service::redis_link::CommandConnection;
+use service::redis_target::RedisTarget;
 
 use crate::accounts::Account;
 use crate::demo::game::{Game, GameId};
@@ -43,7 +44,7 @@ pub enum StoreError {
 /// Cloneable handle; clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: CommandConnection,
     pub prefix: KeyPrefix,
     history: Arc<History>,
     history_metrics: Arc<HistoryMetrics>,
@@ -62,16 +63,16 @@ impl Store {
     /// `history` decides per facility whether a publish also appends to the channel's history;
     /// its appends are counted in `history_metrics`.
     pub fn new(
-        client: redis::Client,
+        target: &RedisTarget,
         prefix: KeyPrefix,
         history: HistorySettings,
         history_metrics: Arc<HistoryMetrics>,
     ) -> Result<Store, StoreError> {
         let history = Arc::new(History::new(history, prefix.clone()));
-        Ok(Store { conn: service::redis_link::command_connection(client)?, prefix, history, history_metrics })
+        Ok(Store { conn: target.command_connection()?, prefix, history, history_metrics })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> CommandConnection {
         self.conn.clone()
     }
 

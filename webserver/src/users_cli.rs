@@ -27,9 +27,9 @@ fn name(text: &str, what: &str) -> Result<Name, UsersError> {
 
 /// Runs one users subcommand; returns what to print.
 pub async fn run(config: &Config, command: &UsersCommand) -> Result<String, UsersError> {
-    let client = service::redis_link::client(&config.redis_url)?;
+    let target = config.redis.target().map_err(|e| UsersError::Invalid(e.to_string()))?;
     // Account commands never publish: the history settings do not matter here.
-    let store = Store::new(client, config.key_prefix(), protocol::HistorySettings::off(), Default::default())?;
+    let store = Store::new(&target, config.key_prefix(), protocol::HistorySettings::off(), Default::default())?;
     match command {
         UsersCommand::Add { name: user, groups } | UsersCommand::Passwd { name: user, groups } => {
             let adding = matches!(command, UsersCommand::Add { .. });

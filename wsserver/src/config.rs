@@ -20,9 +20,9 @@ pub struct Config {
     #[arg(long, env = "CRIER_WS_ADMIN_LISTEN", default_value = "127.0.0.1:9191")]
     pub admin_listen: SocketAddr,
 
-    /// Redis: redis://[:password@]host:port[/db], rediss:// for TLS, or unix:///path/redis.sock.
-    #[arg(long, env = "CRIER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Redis: URL, TLS files, Sentinels (service::redis_config).
+    #[command(flatten)]
+    pub redis: service::redis_config::RedisArgs,
 
     /// ws4redis key prefix (WS4REDIS_PREFIX); empty means none, as in ws4redis.
     #[arg(long, env = "CRIER_PREFIX", default_value = "")]
@@ -167,9 +167,7 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Checks every limit; the error names the flag and what is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        service::redis_link::client(&self.redis_url).map_err(|e| {
-            invalid("redis-url", format!("{e} (examples: redis://127.0.0.1:6379/0, unix:///run/redis/redis.sock)"))
-        })?;
+        self.redis.target().map_err(|e| invalid(e.flag, e.problem))?;
         KeyPrefix::new(&self.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
         self.history.settings().map_err(|e| invalid("history", e.to_string()))?;
         if !self.url_prefix.starts_with('/') || !self.url_prefix.ends_with('/') {
@@ -253,7 +251,7 @@ impl Config {
     /// The effective configuration for `--check`, with the Redis password masked.
     pub fn describe(&self) -> String {
         let mut shown = self.clone();
-        shown.redis_url = service::redact::mask_url(&self.redis_url);
+        shown.redis = self.redis.masked();
         shown.auth_url = self.auth_url.as_deref().map(service::redact::mask_url);
         format!("{shown:#?}")
     }

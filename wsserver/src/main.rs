@@ -12,6 +12,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if config.check {
         println!("{}", config.describe());
+        match service::redis_check::check(&config.redis) {
+            Ok(note) => println!("{note}"),
+            Err(e) => {
+                eprintln!("wsserver: {e}");
+                std::process::exit(2);
+            }
+        }
         println!("configuration OK");
         return Ok(());
     }

@@ -15,7 +15,7 @@ use service::clock::now_ms;
 
 use protocol::presence::{member, PresenceEvent};
 use protocol::{Facility, KeyPrefix, Name};
-use redis::aio::ConnectionManager;
+use service::redis_link::CommandConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +89,7 @@ impl Presence {
 
 /// The actor.
 pub struct PresenceRecorder {
-    conn: ConnectionManager,
+    conn: CommandConnection,
     prefix: KeyPrefix,
     instance: String,
     ttl: Duration,
@@ -146,7 +146,7 @@ return #expired
 
 impl PresenceRecorder {
     pub fn new(
-        conn: ConnectionManager,
+        conn: CommandConnection,
         prefix: KeyPrefix,
         scope: PresenceScope,
         ttl: Duration,

@@ -34,6 +34,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    RedisRefused(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("cannot start the fan-out threads: {0}")]
@@ -43,16 +45,17 @@ pub enum RunError {
 /// Serves until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     config.validate()?;
-    let client = service::redis_link::client(&config.redis_url)?;
+    let target = config.redis.target().map_err(|e| RunError::RedisRefused(e.to_string()))?;
+    service::redis_check::at_startup(&target).await.map_err(RunError::RedisRefused)?;
     let metrics = Arc::new(Metrics::default());
     let (registry, dirty) = Registry::new(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads))
         .map_err(RunError::Threads)?;
     let heartbeat = crate::heartbeat::Heartbeat::new(config.heartbeat.as_deref(), config.heartbeat_interval);
     let session_ends = crate::session_end::SessionEnds::new(config.key_prefix().session_revocations());
-    let store = Store::new(client.clone())?;
+    let store = Store::new(&target)?;
     let prefix = config.key_prefix();
     let (presence, recorder) = PresenceRecorder::new(
-        service::redis_link::command_connection(client.clone())?,
+        target.command_connection()?,
         prefix.clone(),
         PresenceScope::parse(&config.presence),
         config.presence_ttl,
@@ -89,7 +92,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let (first_connected, redis_reached) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(
         Subscriber {
-            client,
+            target,
             registry,
             dirty,
             heartbeat,

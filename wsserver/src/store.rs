@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use protocol::{ChannelName, Recover};
-use redis::aio::ConnectionManager;
 use service::history::{Appended, ChannelHistory, History};
+use service::redis_link::CommandConnection;
+use service::redis_target::RedisTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,13 +18,13 @@ pub enum StoreError {
 /// Cloneable handle; clones share the connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: CommandConnection,
 }
 
 impl Store {
     /// Connects lazily: the process starts even while Redis is down.
-    pub fn new(client: redis::Client) -> Result<Store, StoreError> {
-        Ok(Store { conn: service::redis_link::command_connection(client)? })
+    pub fn new(target: &RedisTarget) -> Result<Store, StoreError> {
+        Ok(Store { conn: target.command_connection()? })
     }
 
     /// The persisted last message of each channel, in order (`None` where there is none).

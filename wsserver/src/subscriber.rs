@@ -1,8 +1,8 @@
 //! The process's single Redis pub/sub connection, the first step of the message path. It
 //! reconciles Redis subscriptions with the registry (SUBSCRIBE on first interest, UNSUBSCRIBE
 //! on last; the revocations channel of [`SessionEnds`] always), probes liveness with PING, and
-//! on loss reconnects with [`Backoff`] and resubscribes every channel while client sockets stay
-//! open. Each message is [`Subscriber::dispatch`]ed: heartbeats are dropped, session-end
+//! on loss (or when a new master is announced, [`MasterSwitches`]) reconnects with [`Backoff`]
+//! and resubscribes every channel while client sockets stay open. Each message is [`Subscriber::dispatch`]ed: heartbeats are dropped, session-end
 //! announcements go to [`SessionEnds`], everything else to [`Registry::deliver`].
 
 use std::collections::HashSet;
@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::registry::{DirtyChannels, Registry};
 use crate::session_end::SessionEnds;
 use service::reconnect::Backoff;
+use service::redis_target::{MasterSwitches, RedisTarget};
 
 /// How long a Redis command on the pub/sub connection may take before the connection is
 /// declared dead.
@@ -30,12 +31,14 @@ const BATCH: usize = 1000;
 /// Why a connection ended.
 enum Lost {
     Closed,
+    Switched,
     Error(String),
     Shutdown,
 }
 
 pub struct Subscriber {
-    pub client: redis::Client,
+    /// Where the pub/sub connection goes; a Sentinel target's master switches reconnect it.
+    pub target: RedisTarget,
     pub registry: Registry,
     pub dirty: DirtyChannels,
     /// Redis' copies of the heartbeat are never delivered.
@@ -52,9 +55,11 @@ impl Subscriber {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new();
         let mut ever_connected = false;
+        let mut switches = self.target.switches();
         loop {
+            switches.mark_seen();
             let connected = tokio::select! {
-                r = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub()) => r,
+                r = tokio::time::timeout(COMMAND_TIMEOUT, self.target.pubsub()) => r,
                 () = self.cancel.cancelled() => return,
             };
             let pubsub = match connected {
@@ -72,6 +77,8 @@ impl Subscriber {
                     }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => continue,
+                        // A new master is announced: try it now.
+                        () = switches.next() => continue,
                         () = self.cancel.cancelled() => return,
                     }
                 }
@@ -81,19 +88,20 @@ impl Subscriber {
             }
             ever_connected = true;
             backoff.reset();
-            let lost = self.serve(pubsub).await;
+            let lost = self.serve(pubsub, &mut switches).await;
             self.metrics.redis_up.store(0, Ordering::Relaxed);
             self.metrics.redis_channels.store(0, Ordering::Relaxed);
             self.registry.mark_all_pending();
             match lost {
                 Lost::Shutdown => return,
                 Lost::Closed => tracing::warn!("redis pub/sub connection closed; reconnecting"),
+                Lost::Switched => tracing::warn!("a new redis master was announced; resubscribing there"),
                 Lost::Error(e) => tracing::warn!("redis pub/sub connection lost: {e}; reconnecting"),
             }
         }
     }
 
-    async fn serve(&mut self, pubsub: redis::aio::PubSub) -> Lost {
+    async fn serve(&mut self, pubsub: redis::aio::PubSub, switches: &mut MasterSwitches) -> Lost {
         let (mut sink, mut stream) = pubsub.split();
         let mut subscribed: HashSet<ChannelName> = HashSet::new();
         // Everything with local interest, plus whatever changed meanwhile, gets reconciled.
@@ -116,6 +124,7 @@ impl Subscriber {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Lost::Shutdown,
+                () = switches.next() => return Lost::Switched,
                 message = next_message(&mut stream) => {
                     let Some(message) = message else { return Lost::Closed };
                     self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +251,7 @@ mod tests {
         let (first, connected) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(
             Subscriber {
-                client: redis.client.clone(),
+                target: RedisTarget::single(redis.client.clone()),
                 registry: registry.clone(),
                 dirty,
                 heartbeat: Heartbeat::new(Some("--heartbeat--"), Duration::from_secs(5)),
