@@ -1,11 +1,12 @@
-//! Runtime pieces both Crier binaries share: the accept-and-serve loop, the Redis reconnect
-//! policy and command connection, shutdown signals, logging, log-safe text and masking,
-//! human durations, the wall clock, trusted proxies, systemd readiness notification and the
-//! tokio runtime.
+//! Runtime pieces both Crier binaries share: listeners (TCP, unix sockets, systemd's), the
+//! accept-and-serve loop, the Redis reconnect policy and command connection, shutdown signals,
+//! logging, log-safe text and masking, human durations, the wall clock, trusted proxies,
+//! systemd readiness notification and the tokio runtime.
 
 pub mod clock;
 pub mod duration;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod notify;
 pub mod proxy;
