@@ -27,12 +27,22 @@ pub struct ConnOptions {
     /// Carry a request read whole out even when the client has closed its sending side. This
     /// also spares hyper a read for an early EOF while each request is in flight.
     pub half_close: bool,
+    /// On shutdown, let each open connection finish on its own (up to `header_read_timeout`)
+    /// before asking it to close. A connection accepted just before the stop then gets its
+    /// request answered (an upgrade completes) instead of being closed unanswered, which nginx
+    /// reports to its client as 502. For listeners whose connections carry one request each.
+    pub answer_accepted: bool,
 }
 
 impl Default for ConnOptions {
     /// 10 s for headers, hyper's buffer limit, no half-close: fits an admin listener.
     fn default() -> Self {
-        ConnOptions { header_read_timeout: Duration::from_secs(10), max_buf_size: None, half_close: false }
+        ConnOptions {
+            header_read_timeout: Duration::from_secs(10),
+            max_buf_size: None,
+            half_close: false,
+            answer_accepted: false,
+        }
     }
 }
 
@@ -127,6 +137,11 @@ where
             tokio::select! {
                 result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "connection ended: {e}") },
                 () = closing.cancelled() => {
+                    if options.answer_accepted
+                        && tokio::time::timeout(options.header_read_timeout, conn.as_mut()).await.is_ok()
+                    {
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
@@ -186,5 +201,32 @@ mod tests {
         assert_eq!(local.read_to_end(&mut rest).await.expect("EOF"), 0);
         assert!(!path.exists(), "the socket file is removed once serving stops");
         std::fs::remove_dir_all(dir).expect("remove temp dir");
+    }
+
+    #[tokio::test]
+    async fn a_connection_accepted_before_the_stop_is_answered_when_asked_to() {
+        for answer_accepted in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let stop = CancellationToken::new();
+            let options = ConnOptions { answer_accepted, ..ConnOptions::default() };
+            let listeners = vec![Listener::from(listener)];
+            let server = tokio::spawn(serve(listeners, options, stop.clone().cancelled_owned(), hello));
+            // Accepted (the first request proves the connection is being served), then the stop
+            // comes before the client's next request: as when nginx's request is still in flight.
+            let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
+            stop.cancel();
+            let tracker = server.await.expect("serve returns");
+            if answer_accepted {
+                let answer = get(&mut client).await;
+                assert!(answer.starts_with("HTTP/1.1 200"), "answered after the stop: {answer:?}");
+                drop(client);
+            } else {
+                let mut rest = Vec::new();
+                assert_eq!(client.read_to_end(&mut rest).await.expect("EOF"), 0, "closed at once");
+            }
+            tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.expect("connections finish");
+        }
     }
 }

@@ -121,6 +121,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         header_read_timeout: app.config.handshake_timeout,
         max_buf_size: Some(16 * 1024),
         half_close: false,
+        // A handshake nginx sent just before the stop is answered (503, or upgraded and then
+        // closed with 1001) rather than cut off, which nginx would turn into a 502.
+        answer_accepted: true,
     };
     let upgrade_app = app.clone();
     // Returns once `shutdown` resolves, with every HTTP connection told to finish.
