@@ -62,7 +62,8 @@ pub struct Config {
 
     /// Proxies (comma-separated IPs) whose X-Forwarded-Proto (and other forwarded headers) are
     /// believed, e.g. to mark cookies Secure behind TLS; other peers' forwarded headers are
-    /// ignored. nginx on the same host is 127.0.0.1.
+    /// ignored. nginx on the same host is 127.0.0.1; a peer on a unix socket (--listen unix:…) is
+    /// always trusted.
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
