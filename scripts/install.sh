@@ -196,8 +196,8 @@ do_install() {
     RENDER_DIR=$(mktemp -d)
     trap 'rm -rf "$RENDER_DIR"' EXIT
     for name in "${UNITS[@]}"; do
-        # The shipped units name /usr/local/bin/; render the chosen prefix into them.
-        sed "s#/usr/local/bin/#$PREFIX/bin/#g" "$ROOT/systemd/$name" >"$RENDER_DIR/$name"
+        # The shipped units name the Debian package's /usr/bin/crier-NAME; render $PREFIX/bin/NAME.
+        sed "s#/usr/bin/crier-#$PREFIX/bin/#g" "$ROOT/systemd/$name" >"$RENDER_DIR/$name"
         put "$RENDER_DIR/$name" "$UNIT_DIR/$name" 0644
     done
     for name in "${ENV_FILES[@]}"; do

@@ -83,12 +83,12 @@ UNITS=(crier-webserver.service crier-wsserver.service crier-wsserver@.service)
 
 # --- systemd units ---------------------------------------------------------------------------
 
-# The units as shipped name /usr/local/bin/; verify needs the ExecStart binaries to exist, so
-# render them with the binaries under test, as install.sh renders its prefix.
+# The units as shipped name /usr/bin/crier-NAME (the Debian package's paths); verify needs the
+# ExecStart binaries to exist, so render them with the binaries under test, as install.sh does.
 UNIT_DIR=$WORK/units
 mkdir -p "$UNIT_DIR"
 for unit in "${UNITS[@]}"; do
-    sed "s#/usr/local/bin/#$BIN_DIR/#g" "systemd/$unit" >"$UNIT_DIR/$unit"
+    sed "s#/usr/bin/crier-#$BIN_DIR/#g" "systemd/$unit" >"$UNIT_DIR/$unit"
 done
 cp "$UNIT_DIR/crier-wsserver@.service" "$UNIT_DIR/crier-wsserver@8082.service"
 
@@ -275,7 +275,7 @@ installed_tree() {
     done
     for f in "${UNITS[@]}"; do
         [[ -f $DEST/etc/systemd/system/$f ]] || { echo "missing unit $f"; return 1; }
-        if grep -E '^Exec' "$DEST/etc/systemd/system/$f" | grep -qv '=/usr/local/bin/'; then
+        if grep -E '^Exec' "$DEST/etc/systemd/system/$f" | grep -Eqv '=-?/usr/local/bin/'; then
             echo "$f: an Exec line does not run /usr/local/bin/…"; return 1
         fi
     done
@@ -304,7 +304,7 @@ prefix_render() {
     DESTDIR=$dest bash scripts/install.sh --no-build --bin-dir "$BIN_DIR" --prefix /opt/crier >/dev/null 2>&1 || return 1
     [[ -x $dest/opt/crier/bin/wsserver ]] || { echo "no /opt/crier/bin/wsserver"; return 1; }
     grep -h '^Exec' "$dest"/etc/systemd/system/crier-*.service
-    ! grep -h '^Exec' "$dest"/etc/systemd/system/crier-*.service | grep -v '=/opt/crier/bin/'
+    ! grep -h '^Exec' "$dest"/etc/systemd/system/crier-*.service | grep -Ev '=-?/opt/crier/bin/'
 }
 check "install.sh --prefix /opt/crier renders the units' Exec lines" prefix_render
 

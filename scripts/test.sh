@@ -6,7 +6,9 @@
 #
 # Runs the gates first (cargo fmt --check, cargo clippy -D warnings, shellcheck scripts/).
 # Installs redis-server, nginx, curl, chromium and chromium-driver with apt-get when missing,
-# and the browser tests' node modules (`npm ci` in tests/browser), then runs
+# the browser tests' node modules (`npm ci` in tests/browser), and for the Debian package's test
+# (tests/tests/package.rs) systemd-container, lintian and cargo-deb (`cargo install`, once, into
+# ~/.cargo/bin: about 3 minutes on 2 cores), then runs
 # `cargo nextest run --workspace --no-fail-fast` (one build for all test binaries), or
 # `cargo test --workspace --no-fail-fast` when cargo-nextest is not installed.
 #
@@ -57,6 +59,19 @@ fi
 CRIER_TEST_CHROMIUM=${CRIER_TEST_CHROMIUM:-$(find_tool chromium)}
 export CRIER_TEST_CHROMIUM
 log "chromium: $CRIER_TEST_CHROMIUM"
+
+# The Debian package's test (scripts/test-package.sh): systemd-nspawn boots the container, lintian
+# checks the package, cargo-deb builds it. As root only: elsewhere that test skips itself.
+if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
+    ensure_packages systemd-container lintian || {
+        log "error: could not install systemd-container and lintian"
+        exit 1
+    }
+    ensure_cargo_deb || {
+        log "error: could not install cargo-deb"
+        exit 1
+    }
+fi
 
 # The Autobahn conformance subset (tests/tests/conformance.rs) needs wstest, which
 # scripts/autobahn.sh installs into target/autobahn-venv (Python 2.7 and PyPI). Where that is

@@ -5,6 +5,7 @@
 #   ensure_packages pkg...   install the Debian packages that are not installed yet
 #   find_tool name           print the path of an executable, looking in PATH and the sbin dirs
 #   as_root cmd...           run a command as root (directly, or through sudo)
+#   ensure_cargo_deb         install the pinned cargo-deb when `cargo deb` is missing
 
 # Set once `apt-get update` has run in this shell, so that it runs at most once per run.
 _CRIER_APT_UPDATED=${_CRIER_APT_UPDATED:-0}
@@ -74,4 +75,17 @@ find_tool() {
     done
     _deps_log "error: $name not found (looked in PATH and /usr/sbin, /sbin, /usr/local/sbin)"
     return 1
+}
+
+# ensure_cargo_deb: install the cargo-deb release the package is built and tested with into
+# ~/.cargo/bin, when `cargo deb` is missing or another version (about 3 minutes on 2 cores, once;
+# CI keeps ~/.cargo/bin between runs). packaging/README.md names the same version.
+ensure_cargo_deb() {
+    local want=3.8.0 have
+    have=$(cargo deb --version 2>/dev/null || true)
+    if [[ $have == "cargo-deb $want" ]]; then
+        return 0
+    fi
+    _deps_log "installing cargo-deb $want (found: ${have:-none})"
+    cargo install --locked --version "$want" cargo-deb >&2
 }

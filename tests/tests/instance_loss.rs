@@ -83,11 +83,11 @@ async fn killed_instance_clients_reconnect_through_nginx_to_the_survivor() {
             kept.push(client);
         }
     }
-    assert_eq!(
-        survivor.metric("crier_ws_sockets_open").await,
-        Some(CLIENTS as f64),
-        "every client is now on the survivor"
-    );
+    // A client's upgrade completes before the server counts the socket as open: wait for it.
+    wait_until(Duration::from_secs(10), "every client is now on the survivor", || async {
+        survivor.metric("crier_ws_sockets_open").await == Some(CLIENTS as f64)
+    })
+    .await;
     let mut everyone: Vec<WsClient> = kept.into_iter().chain(reconnected).collect();
     sync_clients(&redis, CHANNEL, &mut everyone).await;
     let receivers = redis.publish(CHANNEL, "after the loss").await;
