@@ -17,10 +17,18 @@
 #                to random channels through each system's HTTP publish API
 #                (BENCH_PUBLISH_CONCURRENCY publishing connections): highest lossless rate
 #                (search from 2,000/s, x1.15 a step)
-# Systems (BENCH_SYSTEMS; default "crier nchan nchan-redis"):
-#   crier        wsserver + webserver (publish API) + redis-server
-#   crier-history  the same with the per-channel history on (CRIER_HISTORY=BENCH_HISTORY): every
-#                publish is the append-and-publish script (not in the default list)
+# Systems (BENCH_SYSTEMS; default "crier-deployed crier nchan nchan-redis"):
+#   crier-deployed  Crier as deployed: clients and publishes go through nginx with the shipped
+#                site (nginx/crier.conf) to wsserver and webserver on unix sockets; nginx's main
+#                context is Nchan's (bench/crier-nginx.conf.template). Its CPU and memory count
+#                nginx's too
+#   crier-deployed-b  the same with the site BENCH_SITE_B instead (a tuning measured against the
+#                shipped site in the same run)
+#   crier        wsserver alone (clients connect to it directly) + webserver (publish API) +
+#                redis-server
+#   crier-history  wsserver alone + webserver with the per-channel history on
+#                (CRIER_HISTORY=BENCH_HISTORY): every publish is the append-and-publish script
+#                (not in the default list)
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
 #   nchan-redis  nginx + Nchan with nchan_redis_server/nchan_redis_pass, + redis-server
 #
@@ -45,6 +53,8 @@
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
 #   BENCH_SERVER_NOFILE=20000            descriptor cap of every server process
+#   BENCH_SITE_B=FILE     the nginx site of system crier-deployed-b (a variant of nginx/crier.conf
+#                         with the same three tokens)
 #   BENCH_QUIET_WAIT=300  before each measurement, wait up to this many seconds for the machine
 #                         to be idle (other work below 0.25 cores); the load found is recorded
 #
@@ -96,7 +106,7 @@ SATURATE_RATE=${BENCH_SATURATE_RATE:-2000}
 REFINE=${BENCH_SEARCH_REFINE:-2}
 PUBLISH_CONCURRENCY=${BENCH_PUBLISH_CONCURRENCY:-32}
 SCENARIOS=${BENCH_SCENARIOS:-fanout1k fanout10k overload1k saturate1k idle channels10k}
-SYSTEMS=${BENCH_SYSTEMS:-crier nchan nchan-redis}
+SYSTEMS=${BENCH_SYSTEMS:-crier-deployed crier nchan nchan-redis}
 OUT=${BENCH_OUT:-$ROOT/bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 
@@ -120,6 +130,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/crier-bench.XXXXXX")
 cleanup() {
+    bench_deployed_stop 2>/dev/null || true
     bench_crier_stop 2>/dev/null || true
     bench_nchan_stop 2>/dev/null || true
     bench_redis_stop 2>/dev/null || true
@@ -171,6 +182,11 @@ scenario_args() {
 
 start_system() {
     case $1 in
+        crier-deployed) bench_deployed_start "$SCRATCH" "$BIN" ;;
+        crier-deployed-b)
+            [[ -f ${BENCH_SITE_B:-} ]] || die "crier-deployed-b needs BENCH_SITE_B (an nginx site file)"
+            bench_deployed_start "$SCRATCH" "$BIN" "$BENCH_SITE_B"
+            ;;
         crier) bench_crier_start "$SCRATCH" "$BIN" ;;
         crier-history) bench_crier_start "$SCRATCH" "$BIN" "${BENCH_HISTORY:-bench}" ;;
         nchan) bench_nchan_start "$SCRATCH" memory ;;
@@ -180,6 +196,7 @@ start_system() {
 
 stop_system() {
     case $1 in
+        crier-deployed*) bench_deployed_stop ;;
         crier | crier-history) bench_crier_stop ;;
         nchan | nchan-redis) bench_nchan_stop ;;
     esac
@@ -300,7 +317,7 @@ measure() { # measure scenario system run
     record "$scenario" "$system" "$run" other_load_before "$load"
     start_system "$system" || die "$system did not start"
     # shellcheck disable=SC2046  # word splitting of the argument strings is intended
-    args="$(scenario_args "$scenario") $(bench_loadgen_args "$system" "$scenario")"
+    args="$(scenario_args "$scenario") $(bench_loadgen_args "${system%-b}" "$scenario")"
     log "run $run/$RUNS $scenario on $system"
     # shellcheck disable=SC2086
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
@@ -366,8 +383,7 @@ for ((run = 1; run <= RUNS; run++)); do
     done
 done
 
-# Medians over the runs, and the ratios Crier / Nchan (memory), Crier / Nchan (redis) and Crier
-# with history / Nchan (redis).
+# Medians over the runs, and the ratios of each Crier system to each Nchan system present.
 awk -F'\t' -v systems="$SYSTEMS" '
     { key = $1 SUBSEP $4; vals[$1, $2, $4] = vals[$1, $2, $4] " " $5; if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
     function median(s,    a, k, i, j, t) {
@@ -379,20 +395,22 @@ awk -F'\t' -v systems="$SYSTEMS" '
     function fmt(v) { if (v == "") return "-"; if (v + 0 == int(v + 0) && v + 0 < 1e12) return sprintf("%d", v); return sprintf("%.3g", v) }
     END {
         ns = split(systems, sys, " ")
+        nr = 0
+        for (i = 1; i <= ns; i++) for (j = 1; j <= ns; j++)
+            if (sys[i] ~ /^crier/ && sys[j] ~ /^nchan/) { num[++nr] = sys[i]; den[nr] = sys[j] }
         printf "| scenario | metric |"
         for (i = 1; i <= ns; i++) printf " %s |", sys[i]
-        printf " crier/nchan | crier/nchan-redis | crier-history/nchan-redis |\n|---|---|"
-        for (i = 1; i <= ns; i++) printf "---|"
-        printf "---|---|---|\n"
+        for (r = 1; r <= nr; r++) printf " %s/%s |", num[r], den[r]
+        printf "\n|---|---|"
+        for (i = 1; i <= ns + nr; i++) printf "---|"
+        printf "\n"
         for (o = 1; o <= n; o++) {
             split(order[o], km, SUBSEP)
             printf "| %s | %s |", km[1], km[2]
             delete m
             for (i = 1; i <= ns; i++) { m[sys[i]] = median(vals[km[1], sys[i], km[2]]); printf " %s |", fmt(m[sys[i]]) }
-            for (r = 1; r <= 3; r++) {
-                mine = (r == 3) ? "crier-history" : "crier"
-                other = (r == 1) ? "nchan" : "nchan-redis"
-                if (m[mine] != "" && m[other] != "" && m[other] + 0 != 0) printf " %.2f |", m[mine] / m[other]
+            for (r = 1; r <= nr; r++) {
+                if (m[num[r]] != "" && m[den[r]] != "" && m[den[r]] + 0 != 0) printf " %.2f |", m[num[r]] / m[den[r]]
                 else printf " - |"
             }
             printf "\n"

@@ -15,7 +15,9 @@
 # What goes where (all below $DESTDIR):
 #   $PREFIX/bin/webserver, $PREFIX/bin/wsserver              replaced when they differ
 #   /etc/systemd/system/crier-webserver.service,
-#     crier-wsserver.service, crier-wsserver@.service         replaced when they differ
+#     crier-wsserver.service, crier-wsserver@.service,
+#     crier-webserver.socket, crier-wsserver.socket,
+#     crier-wsserver@.socket                                  replaced when they differ
 #   /etc/crier/webserver.env, wsserver.env, wsserver-8082.env only when absent (mode 0600)
 #   /etc/nginx/sites-available/crier.conf                     only when absent (not enabled)
 #   /var/lib/crier/install-manifest                           what was installed, with checksums
@@ -30,7 +32,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BINARIES=(webserver wsserver)
-UNITS=(crier-webserver.service crier-wsserver.service crier-wsserver@.service)
+UNITS=(crier-webserver.service crier-wsserver.service crier-wsserver@.service
+    crier-webserver.socket crier-wsserver.socket crier-wsserver@.socket)
 ENV_FILES=(webserver.env wsserver.env wsserver-8082.env)
 MANIFEST_PATH=/var/lib/crier/install-manifest
 
@@ -214,7 +217,7 @@ do_install() {
     fi
     if [[ -z $DESTDIR ]]; then
         log "next: edit /etc/crier/*.env and /etc/nginx/sites-available/crier.conf, then"
-        log "  systemctl enable --now crier-webserver crier-wsserver crier-wsserver@8082"
+        log "  systemctl enable --now crier-webserver crier-wsserver crier-wsserver@8082   (their sockets too: Also=)"
         log "  ln -s ../sites-available/crier.conf /etc/nginx/sites-enabled/ && nginx -t && systemctl reload nginx"
     fi
 }
@@ -226,10 +229,11 @@ do_uninstall() {
     load_manifest
 
     if systemd_live; then
-        # Stop the services and remove the enablement links `systemctl enable` made, so that no
-        # link is left pointing at a removed unit.
+        # Stop the services and their sockets and remove the enablement links `systemctl enable`
+        # made, so that no link is left pointing at a removed unit.
         mapfile -t units < <(systemctl list-units --all --plain --no-legend 'crier-webserver.service' \
-            'crier-wsserver.service' 'crier-wsserver@*.service' | awk '{print $1}')
+            'crier-wsserver.service' 'crier-wsserver@*.service' 'crier-webserver.socket' \
+            'crier-wsserver.socket' 'crier-wsserver@*.socket' | awk '{print $1}')
         mapfile -t enabled < <(systemctl list-unit-files --plain --no-legend 'crier-*' | awk '$2 == "enabled" {print $1}')
         if [[ ${#units[@]} -gt 0 ]]; then
             log "stopping: ${units[*]}"
@@ -240,7 +244,7 @@ do_uninstall() {
             systemctl disable "${enabled[@]}" || true
         fi
         # Enabled template instances are links in *.wants directories, named after the template.
-        find /etc/systemd/system -path '*.wants/crier-wsserver@*.service' -type l \
+        find /etc/systemd/system \( -path '*.wants/crier-wsserver@*.service' -o -path '*.wants/crier-wsserver@*.socket' \) -type l \
             -exec sh -c 'for l; do echo "[install] disabling: $(basename "$l")" >&2; rm -f "$l"; done' sh {} +
     fi
 

@@ -4,7 +4,11 @@
 # (kernel against user space, the top symbols) next to loadgen's summary line. This is how the
 # "floor" findings of BENCHMARKS.md were measured; compare systems by running it for each in turn.
 #
-# Usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE=5] [CLIENTS=10000]
+# Usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|nchan [RATE=5] [CLIENTS=10000]
+#
+#   crier-deployed profiles nginx's workers and wsserver together (clients through nginx with the
+#   shipped site, wsserver on a unix socket; PROFILE_SITE=FILE: another site); crier, wsserver
+#   alone.
 #
 #   PROFILE_SECONDS=5    length of the perf recording; 0: no perf, only the phase (for A/B runs
 #                        of two builds, alternating BENCH_BIN_DIR)
@@ -31,7 +35,8 @@ if [[ ${1:-} == --no-build ]]; then BUILD=0; shift; fi
 SYSTEM=${1:-}
 RATE=${2:-5}
 CLIENTS=${3:-10000}
-[[ $SYSTEM == crier || $SYSTEM == nchan ]] || die "usage: scripts/profile-fanout.sh [--no-build] crier|nchan [RATE] [CLIENTS]"
+[[ $SYSTEM == crier || $SYSTEM == crier-deployed || $SYSTEM == nchan ]] ||
+    die "usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|nchan [RATE] [CLIENTS]"
 SECONDS_REC=${PROFILE_SECONDS:-5}
 DURATION=${PROFILE_DURATION:-$((SECONDS_REC * 3 < 15 ? 15 : SECONDS_REC * 3))}
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
@@ -50,12 +55,16 @@ BLOCK=$((20 + RANDOM % 200))
 common=(-n "$CLIENTS" --rate "$RATE" --duration "$DURATION" --connect-rate 5000
     --source-addrs "127.$BLOCK.0.1-127.$BLOCK.0.8" --json "$OUT/loadgen.json")
 
-stop_all() { bench_crier_stop 2>/dev/null || true; bench_redis_stop 2>/dev/null || true; bench_nchan_stop 2>/dev/null || true; }
+stop_all() { bench_deployed_stop 2>/dev/null || true; bench_crier_stop 2>/dev/null || true; bench_redis_stop 2>/dev/null || true; bench_nchan_stop 2>/dev/null || true; }
 trap stop_all EXIT
 if [[ $SYSTEM == crier ]]; then
     bench_redis_start "$OUT"
     bench_crier_start "$OUT" "$BIN"
     TARGETS=$WS_PID
+elif [[ $SYSTEM == crier-deployed ]]; then
+    bench_redis_start "$OUT"
+    bench_deployed_start "$OUT" "$BIN" "${PROFILE_SITE:-}"
+    TARGETS=$(tr ' ' , <<<"$WS_PID $FRONT_WORKER_PIDS" | sed 's/,*$//')
 else
     bench_nchan_start "$OUT" memory
     TARGETS=$(tr ' ' , <<<"$NCHAN_WORKER_PIDS")

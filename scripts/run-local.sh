@@ -12,7 +12,10 @@
 #   CRIER_REDIS_URL        use this Redis instead of starting a private one
 #   CRIER_PUBLISH_TOKEN    bearer token for POST /api/publish (generated and printed when unset)
 #   CRIER_ALLOWED_ORIGINS  default http://127.0.0.1:$CRIER_PORT,http://localhost:$CRIER_PORT
-#   CRIER_WEB_LISTEN, CRIER_WEB_ADMIN_LISTEN, CRIER_WS_LISTEN, CRIER_WS_ADMIN_LISTEN
+#   CRIER_WEB_LISTEN, CRIER_WS_LISTEN
+#                          default to unix sockets in the temporary directory (as deployed on
+#                          one host); host:port listens on TCP instead
+#   CRIER_WEB_ADMIN_LISTEN, CRIER_WS_ADMIN_LISTEN
 #                          default to free ports on 127.0.0.1
 #   Every other CRIER_* variable (and RUST_LOG) reaches the binaries unchanged.
 #
@@ -172,10 +175,18 @@ wait_until() {
     die "$name did not become ready within $((tries / 10)) s"
 }
 
-http_ok() { # http_ok url: true when url answers 200
+http_ok() { # http_ok url [curl options]: true when url answers 200
     local code
-    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) || return 1
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "${@:2}" "$1" 2>/dev/null) || return 1
     [[ $code == 200 ]]
+}
+
+listen_ok() { # listen_ok address path: true when path answers 200 at a --listen address (unix:/… or host:port)
+    if [[ $1 == unix:* ]]; then
+        http_ok "http://localhost$2" --unix-socket "${1#unix:}"
+    else
+        http_ok "http://$1$2"
+    fi
 }
 
 redis_ping() { [[ $("$REDIS_CLI" -s "$DIR/redis.sock" ping 2>/dev/null) == PONG ]]; }
@@ -198,10 +209,11 @@ fi
 # Configuration for the binaries (all through CRIER_* environment variables).
 
 export CRIER_PORT=${CRIER_PORT:-8080}
-picked=$(free_ports 4) || die "could not find free ports"
-read -r web_port ws_port admin_port web_admin_port <<<"$picked"
-export CRIER_WEB_LISTEN=${CRIER_WEB_LISTEN:-127.0.0.1:$web_port}
-export CRIER_WS_LISTEN=${CRIER_WS_LISTEN:-127.0.0.1:$ws_port}
+picked=$(free_ports 2) || die "could not find free ports"
+read -r admin_port web_admin_port <<<"$picked"
+# nginx reaches both servers over unix sockets, as the shipped site config does on one host.
+export CRIER_WEB_LISTEN=${CRIER_WEB_LISTEN:-unix:$DIR/webserver.sock}
+export CRIER_WS_LISTEN=${CRIER_WS_LISTEN:-unix:$DIR/wsserver.sock}
 export CRIER_WS_ADMIN_LISTEN=${CRIER_WS_ADMIN_LISTEN:-127.0.0.1:$admin_port}
 export CRIER_WEB_ADMIN_LISTEN=${CRIER_WEB_ADMIN_LISTEN:-127.0.0.1:$web_admin_port}
 # The shipped demo: heartbeats as in ws4redis' examples, presence on the lobby.
@@ -222,7 +234,7 @@ log "starting webserver on $CRIER_WEB_LISTEN"
 start_bg webserver - "$BIN_DIR/webserver"
 log "starting wsserver on $CRIER_WS_LISTEN (admin $CRIER_WS_ADMIN_LISTEN)"
 start_bg wsserver - "$BIN_DIR/wsserver"
-wait_until webserver 300 http_ok "http://$CRIER_WEB_LISTEN/healthz"
+wait_until webserver 300 listen_ok "$CRIER_WEB_LISTEN" /healthz
 wait_until wsserver 300 http_ok "http://$CRIER_WS_ADMIN_LISTEN/readyz"
 
 # ---------------------------------------------------------------------------------------------
@@ -243,9 +255,10 @@ render_once() {
     printf '%s\n' "$text" >"$out"
 }
 
+# An upstream `server` line takes both forms: unix:/path and host:port.
 render_once "$ROOT/nginx/crier.conf" "$DIR/crier.conf" \
-    '127.0.0.1:8000' "$CRIER_WEB_LISTEN" \
-    '127.0.0.1:8081' "$CRIER_WS_LISTEN" \
+    'unix:/run/crier/webserver.sock' "$CRIER_WEB_LISTEN" \
+    'unix:/run/crier/wsserver.sock' "$CRIER_WS_LISTEN" \
     'listen 127.0.0.1:8080;' "listen 127.0.0.1:$CRIER_PORT;"
 user_line=
 if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
@@ -317,7 +330,7 @@ fi
 printf '  publish:\n'
 printf '    curl -sS -H "Authorization: Bearer %s" -H '\''Content-Type: application/json'\'' -d '\''{"facility":"chat","broadcast":true,"message":"hello"}'\'' http://%s/api/publish\n' \
     "$CRIER_PUBLISH_TOKEN" "$front"
-printf '  webserver:  http://%s (admin http://%s)   wsserver: http://%s (admin http://%s)\n' \
+printf '  webserver:  %s (admin http://%s)   wsserver: %s (admin http://%s)\n' \
     "$CRIER_WEB_LISTEN" "$CRIER_WEB_ADMIN_LISTEN" "$CRIER_WS_LISTEN" "$CRIER_WS_ADMIN_LISTEN"
 printf '  redis:      %s\n' "$CRIER_REDIS_URL"
 printf '  nginx logs: %s/access.log %s/error.log\n' "$DIR" "$DIR"

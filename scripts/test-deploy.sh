@@ -80,6 +80,7 @@ done
 log "binaries: $BIN_DIR"
 
 UNITS=(crier-webserver.service crier-wsserver.service crier-wsserver@.service)
+SOCKETS=(crier-webserver.socket crier-wsserver.socket crier-wsserver@.socket)
 
 # --- systemd units ---------------------------------------------------------------------------
 
@@ -87,10 +88,11 @@ UNITS=(crier-webserver.service crier-wsserver.service crier-wsserver@.service)
 # ExecStart binaries to exist, so render them with the binaries under test, as install.sh does.
 UNIT_DIR=$WORK/units
 mkdir -p "$UNIT_DIR"
-for unit in "${UNITS[@]}"; do
+for unit in "${UNITS[@]}" "${SOCKETS[@]}"; do
     sed "s#/usr/bin/crier-#$BIN_DIR/#g" "systemd/$unit" >"$UNIT_DIR/$unit"
 done
 cp "$UNIT_DIR/crier-wsserver@.service" "$UNIT_DIR/crier-wsserver@8082.service"
+cp "$UNIT_DIR/crier-wsserver@.socket" "$UNIT_DIR/crier-wsserver@8082.socket"
 
 verify_unit() { # passes when systemd-analyze verify exits 0 and prints nothing (warnings included)
     local out rc
@@ -117,6 +119,11 @@ for unit in "${UNITS[@]}" crier-wsserver@8082.service; do
     else
         fail "systemd-analyze security $unit: exposure <= 2.0" "$out"
     fi
+done
+
+# Socket units run no process: verified, not rated (`security` rates the services they start).
+for unit in "${SOCKETS[@]}" crier-wsserver@8082.socket; do
+    check "systemd-analyze verify $unit" verify_unit "$unit"
 done
 
 unit_value() { # unit_value FILE KEY: the last value of KEY= in FILE
@@ -156,6 +163,31 @@ unit_limits() {
         fi
     fi
 }
+# socket_contract SOCKET SERVICE PATH: the socket unit listens on PATH under the name the
+# binaries take (listen), for nginx's group, and its service requires it; nginx's shipped sites
+# name PATH (instance %i: the template's form).
+socket_contract() {
+    local socket=$1 service=$2 path=$3 site
+    [[ $(unit_value "systemd/$socket" ListenStream) == "$path" ]] || { echo "$socket: ListenStream is not $path"; return 1; }
+    [[ $(unit_value "systemd/$socket" FileDescriptorName) == listen ]] || { echo "$socket: FileDescriptorName=listen missing"; return 1; }
+    [[ $(unit_value "systemd/$socket" SocketMode) == 0660 ]] || { echo "$socket: SocketMode=0660 missing"; return 1; }
+    [[ $(unit_value "systemd/$socket" SocketGroup) == www-data ]] || { echo "$socket: SocketGroup=www-data missing"; return 1; }
+    local unit=${socket%.socket}
+    [[ $(unit_value "systemd/$service" Requires) == "${unit/@/@%i}.socket" ]] || { echo "$service: Requires=$socket missing"; return 1; }
+    unit_value "systemd/$service" After | grep -q "${unit/@/@%i}.socket" || { echo "$service: After=$socket missing"; return 1; }
+    if [[ $path != *%i* ]]; then
+        for site in nginx/crier.conf nginx/crier-production.conf; do
+            grep -q "server unix:${path}[ ;]" "$site" || { echo "$site: no 'server unix:$path'"; return 1; }
+        done
+    fi
+}
+check "crier-webserver.socket: /run/crier/webserver.sock for nginx, required by its service" \
+    socket_contract crier-webserver.socket crier-webserver.service /run/crier/webserver.sock
+check "crier-wsserver.socket: /run/crier/wsserver.sock for nginx, required by its service" \
+    socket_contract crier-wsserver.socket crier-wsserver.service /run/crier/wsserver.sock
+check "crier-wsserver@.socket: /run/crier/wsserver-%i.sock for nginx, required by its service" \
+    socket_contract crier-wsserver@.socket crier-wsserver@.service /run/crier/wsserver-%i.sock
+
 check "crier-webserver.service: notify, --check, restart, TimeoutStopSec above drain" unit_limits crier-webserver.service webserver
 check "crier-wsserver.service: notify, --check, restart, TimeoutStopSec above drain, LimitNOFILE" unit_limits crier-wsserver.service wsserver
 check "crier-wsserver@.service: notify, --check, restart, TimeoutStopSec above drain, LimitNOFILE" unit_limits crier-wsserver@.service wsserver
@@ -180,7 +212,7 @@ check "systemd/env/wsserver.env passes wsserver --check" check_env wsserver syst
 # The template's instance 8082, with the addresses its ExecStart= derives from the name.
 check "systemd/env/wsserver.env + wsserver-8082.env pass the template's --check" \
     check_env wsserver systemd/env/wsserver.env systemd/env/wsserver-8082.env -- \
-    --listen 127.0.0.1:8082 --admin-listen 127.0.0.1:18082
+    --listen unix:/run/crier/wsserver-8082.sock --admin-listen 127.0.0.1:18082
 
 # --- exit codes ----------------------------------------------------------------------------------
 
@@ -244,7 +276,9 @@ site_has() { # site_has DESCRIPTION REGEX...: every regex matches some line of t
     done
 }
 check "$SITE: webserver upstream with keepalive" site_has _ '^\s*keepalive [0-9]+;'
-check "$SITE: wsserver upstream lists 127.0.0.1:8081 and :8082" site_has _ 'server 127\.0\.0\.1:8081' 'server 127\.0\.0\.1:8082'
+check "$SITE: wsserver upstream lists the sockets of crier-wsserver and instance 8082" \
+    site_has _ 'server unix:/run/crier/wsserver\.sock ' 'server unix:/run/crier/wsserver-8082\.sock '
+
 # shellcheck disable=SC2016  # nginx variables, matched literally
 check "$SITE: /ws/ upgrades, forwarded headers, unbuffered" site_has _ \
     'location /ws/' 'proxy_set_header Upgrade \$http_upgrade;' 'proxy_set_header X-Forwarded-Proto \$scheme;' \
@@ -273,7 +307,7 @@ installed_tree() {
         cmp -s "$DEST/$f" "$BIN_DIR/$(basename "$f")" || { echo "$f differs from the source binary"; return 1; }
         [[ $(stat -c %a "$DEST/$f") == 755 ]] || { echo "$f: mode $(stat -c %a "$DEST/$f")"; return 1; }
     done
-    for f in "${UNITS[@]}"; do
+    for f in "${UNITS[@]}" "${SOCKETS[@]}"; do
         [[ -f $DEST/etc/systemd/system/$f ]] || { echo "missing unit $f"; return 1; }
         if grep -E '^Exec' "$DEST/etc/systemd/system/$f" | grep -Eqv '=-?/usr/local/bin/'; then
             echo "$f: an Exec line does not run /usr/local/bin/…"; return 1
@@ -292,7 +326,7 @@ installed_tree() {
         echo "the manifest claims the operator's webserver.env"; return 1
     fi
 }
-check "install.sh: binaries, units with the prefix, env files, nginx site, manifest" installed_tree
+check "install.sh: binaries, units (services and sockets) with the prefix, env files, nginx site, manifest" installed_tree
 
 before=$(listing)
 check "install.sh run twice" run_install --no-build --bin-dir "$BIN_DIR"

@@ -150,6 +150,9 @@ package_contents() {
         '-rw-r--r-- ./usr/lib/systemd/system/crier-webserver.service' \
         '-rw-r--r-- ./usr/lib/systemd/system/crier-wsserver.service' \
         '-rw-r--r-- ./usr/lib/systemd/system/crier-wsserver@.service' \
+        '-rw-r--r-- ./usr/lib/systemd/system/crier-webserver.socket' \
+        '-rw-r--r-- ./usr/lib/systemd/system/crier-wsserver.socket' \
+        '-rw-r--r-- ./usr/lib/systemd/system/crier-wsserver@.socket' \
         '-rw------- ./etc/crier/webserver.env' '-rw------- ./etc/crier/wsserver.env' \
         '-rw------- ./etc/crier/wsserver-8082.env' \
         '-rw-r--r-- ./etc/nginx/sites-available/crier.conf' \
@@ -198,6 +201,7 @@ mkdir -p "$WORK/unpacked"
 dpkg-deb -x "$DEB" "$WORK/unpacked"
 UNITS_DIR=$WORK/unpacked/usr/lib/systemd/system
 cp "$UNITS_DIR/crier-wsserver@.service" "$UNITS_DIR/crier-wsserver@8082.service"
+cp "$UNITS_DIR/crier-wsserver@.socket" "$UNITS_DIR/crier-wsserver@8082.socket"
 exposure() { sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' | tail -n 1; }
 declare -A OFFLINE=()
 for unit in crier-webserver.service crier-wsserver.service crier-wsserver@8082.service; do
@@ -326,7 +330,8 @@ start_ready() {
         return 1
     }
     # One attempt each, no retry: the start returned, so every listener must be up.
-    in_ct curl -fsS -o /dev/null http://127.0.0.1:8000/ || { echo "webserver :8000 not answering"; return 1; }
+    in_ct curl -fsS -o /dev/null --unix-socket /run/crier/webserver.sock http://localhost/ ||
+        { echo "webserver on /run/crier/webserver.sock not answering"; return 1; }
     in_ct curl -fsS http://127.0.0.1:9191/healthz || { echo "wsserver admin :9191 not answering"; return 1; }
     in_ct curl -fsS http://127.0.0.1:18082/healthz || { echo "wsserver@8082 admin :18082 not answering"; return 1; }
     local unit out
@@ -371,7 +376,8 @@ check "a websocket through nginx (wss) receives a message published with POST /a
 restart_drains() {
     local before after
     before=$(main_pid crier-wsserver)
-    probe drain ws://127.0.0.1:8081/ws/boot?subscribe-broadcast
+    # Straight to crier-wsserver's socket: through nginx the upstream could be the @8082 instance.
+    probe drain ws://localhost/ws/boot?subscribe-broadcast --unix /run/crier/wsserver.sock
     poll 20 probe_says drain open || return 1
     in_ct systemctl restart crier-wsserver || return 1
     poll 20 probe_says drain 'close 1001' || return 1

@@ -8,6 +8,13 @@
 #   bench_crier_start DIR BIN_DIR    wsserver + webserver on free ports, waits for /readyz:
 #                                    WS_PORT, WS_ADMIN_PORT, WEB_PORT, WS_PID, WEB_PID, CRIER_TOKEN
 #   bench_crier_stop
+#   bench_deployed_start DIR BIN_DIR SITE
+#                                    Crier as deployed: wsserver and webserver on unix sockets,
+#                                    nginx in front with the site SITE (default nginx/crier.conf)
+#                                    rendered as run-local.sh does and bench/crier-nginx.conf.template
+#                                    (Nchan's main context): FRONT_PORT, WS_PID, WEB_PID,
+#                                    FRONT_MASTER_PID, FRONT_WORKER_PIDS, CRIER_TOKEN
+#   bench_deployed_stop
 #   bench_nchan_start DIR memory|redis
 #                                    nginx + Nchan (bench/nchan.conf.template): NCHAN_PORT,
 #                                    NCHAN_MASTER_PID, NCHAN_WORKER_PIDS (space-separated)
@@ -104,6 +111,73 @@ bench_crier_stop() {
     WEB_PID=''
 }
 
+# _bench_nginx_workers MASTER_PID: the master's worker pids, once all BENCH_SERVER_WORKERS run.
+_bench_nginx_workers() {
+    local master=$1 pids i
+    for ((i = 0; i < 100; i++)); do
+        pids=$(pgrep -P "$master" | tr '\n' ' ')
+        [[ $(wc -w <<<"$pids") -ge $BENCH_SERVER_WORKERS ]] && break
+        sleep 0.05
+    done
+    printf '%s\n' "$pids"
+}
+
+bench_deployed_start() {
+    local dir=$1/deployed bin=$2 root site user_line="" admin i
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    site=${3:-$root/nginx/crier.conf}
+    mkdir -p "$dir"
+    rm -f "$dir/ws.sock" "$dir/web.sock"
+    read -r FRONT_PORT admin <<<"$(free_ports 2)"
+    CRIER_TOKEN=bench-token-0123456789abcdef
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
+            --listen "unix:$dir/ws.sock" --admin-listen "127.0.0.1:$admin" \
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
+    ) >"$dir/wsserver.log" 2>&1 &
+    WS_PID=$!
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" "$bin/webserver" \
+            --listen "unix:$dir/web.sock" --admin-listen "" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+    ) >"$dir/webserver.log" 2>&1 &
+    WEB_PID=$!
+    # The shipped site, its three tokens replaced (as run-local.sh does); the listen line gets
+    # Nchan's backlog.
+    sed -e "s|unix:/run/crier/webserver.sock|unix:$dir/web.sock|" -e "s|unix:/run/crier/wsserver.sock|unix:$dir/ws.sock|" \
+        -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$FRONT_PORT backlog=4096;|" "$site" >"$dir/crier.conf"
+    if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
+        user_line="user root;"
+    fi
+    sed -e "s|@USER_LINE@|$user_line|" -e "s|@DIR@|$dir|g" -e "s|@WORKERS@|$BENCH_SERVER_WORKERS|" \
+        -e "s|@SITE@|$dir/crier.conf|" "$root/bench/crier-nginx.conf.template" >"$dir/nginx.conf"
+    for ((i = 0; i < 200; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" 2>/dev/null) == 200 &&
+            -S $dir/web.sock ]] && break
+        sleep 0.05
+    done
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec "${NGINX:-nginx}" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
+    ) >"$dir/nginx-stdout.log" 2>&1 &
+    FRONT_MASTER_PID=$!
+    FRONT_WORKER_PIDS=$(_bench_nginx_workers "$FRONT_MASTER_PID")
+    for ((i = 0; i < 200; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FRONT_PORT/healthz" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.05
+    done
+    _bench_log "crier as deployed did not answer through nginx; see $dir/*.log"
+    return 1
+}
+
+bench_deployed_stop() {
+    _bench_kill "${FRONT_MASTER_PID:-}" 20
+    bench_crier_stop
+    FRONT_MASTER_PID=''
+    FRONT_WORKER_PIDS=''
+}
+
 bench_nchan_start() {
     local dir=$1 variant=$2 root user_line="" upstream="" pass="" i
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -149,11 +223,29 @@ bench_nchan_stop() {
 }
 
 # bench_loadgen_args SYSTEM SCENARIO: loadgen's arguments pointing at a started system
-# (crier | crier-history | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
+# (crier-deployed | crier | crier-history | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
 # subscribes Crier's clients by user).
 bench_loadgen_args() {
     local system=$1 scenario=$2 pids publish
     case $system in
+        crier-deployed)
+            local flag=subscribe-broadcast audience=broadcast p
+            if [[ $scenario == channels10k ]]; then
+                flag=subscribe-user audience=user
+            fi
+            pids="wsserver=$WS_PID,nginx=$FRONT_MASTER_PID"
+            for p in $FRONT_WORKER_PIDS; do
+                pids="$pids,nginx-worker=$p"
+            done
+            if [[ $scenario == idle ]]; then
+                publish="--publish none"
+            else
+                pids="$pids,webserver=$WEB_PID,redis=$REDIS_PID"
+                publish="--publish api --publish-url http://127.0.0.1:$FRONT_PORT/api/publish --publish-token $CRIER_TOKEN"
+            fi
+            echo "--ws-url ws://127.0.0.1:$FRONT_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
+                "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
+            ;;
         crier | crier-history)
             local flag=subscribe-broadcast audience=broadcast
             if [[ $scenario == channels10k ]]; then

@@ -76,11 +76,17 @@ def read_frame(sock):
     return opcode, payload
 
 
-def connect(url, host, origin, timeout):
+def connect(url, host, origin, timeout, unix=None):
     parts = urllib.parse.urlsplit(url)
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+    if unix:
+        # The server's own unix socket (its systemd socket unit), bypassing nginx.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(unix)
+    else:
+        sock = socket.create_connection((parts.hostname, port), timeout=timeout)
     host = host or parts.netloc
     if secure:
         context = ssl.create_default_context()
@@ -116,9 +122,10 @@ def main():
     parser.add_argument("--host")
     parser.add_argument("--origin")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--unix", help="connect to this unix socket instead of the URL's host")
     args = parser.parse_args()
     try:
-        sock = connect(args.url, args.host, args.origin, args.timeout)
+        sock = connect(args.url, args.host, args.origin, args.timeout, args.unix)
         say("open")
         while True:
             opcode, payload = read_frame(sock)

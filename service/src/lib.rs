@@ -1,7 +1,8 @@
-//! Runtime pieces both Crier binaries share: the accept-and-serve loop, the Redis settings,
-//! topologies (single, Sentinel; TCP, unix, TLS), reconnect policy and command connection, shutdown signals, logging, log-safe text and masking,
-//! human durations, the wall clock, trusted proxies, systemd readiness notification and the
-//! tokio runtime, and the per-channel history (append-and-publish, read for recovery,
+//! Runtime pieces both Crier binaries share: listeners (TCP, unix sockets, systemd's), the
+//! accept-and-serve loop, the Redis settings, topologies (single, Sentinel; TCP, unix, TLS),
+//! reconnect policy and command connection, shutdown signals, logging, log-safe text and
+//! masking, human durations, the wall clock, trusted proxies, systemd readiness notification,
+//! the tokio runtime, and the per-channel history (append-and-publish, read for recovery,
 //! metrics).
 
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod history_args;
 pub mod history_metrics;
 pub mod history_script;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod notify;
 pub mod proxy;

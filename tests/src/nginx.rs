@@ -1,5 +1,6 @@
 //! A real nginx in front of the servers, rendered from the shipped `nginx/crier.conf` and
-//! `nginx/nginx-main.conf.template`, on an ephemeral port.
+//! `nginx/nginx-main.conf.template`, on an ephemeral port; its upstreams are unix sockets
+//! (`unix:/path`, as shipped) or TCP addresses.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::process::{find_program, running_as_root, stop_child, tail};
 use crate::tempdir::TempDir;
 
-const WEB_TOKEN: &str = "127.0.0.1:8000";
-const WS_TOKEN: &str = "127.0.0.1:8081";
+const WEB_TOKEN: &str = "unix:/run/crier/webserver.sock";
+const WS_TOKEN: &str = "unix:/run/crier/wsserver.sock";
 const LISTEN_TOKEN: &str = "listen 127.0.0.1:8080;";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const PORT_ATTEMPTS: usize = 5;
@@ -53,7 +54,7 @@ pub struct Nginx {
 
 impl Nginx {
     /// Starts nginx (`CRIER_TEST_NGINX`, PATH, or /usr/sbin/nginx) proxying to the given
-    /// upstreams ("127.0.0.1:port"), and waits until it answers HTTP. Retries on another port
+    /// upstreams ("127.0.0.1:port" or "unix:/path"), and waits until it answers HTTP. Retries on another port
     /// when the chosen one was taken meanwhile.
     pub async fn start(web_upstream: &str, ws_upstream: &str) -> Nginx {
         let bin = find_program("CRIER_TEST_NGINX", "nginx", &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]);

@@ -61,8 +61,11 @@ pub fn loadgen_bin() -> PathBuf {
 pub struct ServerProcess {
     name: &'static str,
     process: ChildProcess,
-    /// The main listener (websockets for wsserver, HTTP for webserver).
+    /// The main listener's TCP address (websockets for wsserver, HTTP for webserver);
+    /// `0.0.0.0:0` for a server on a unix socket ([`ServerProcess::wsserver_on_unix`]).
     pub addr: SocketAddr,
+    /// The main listener as nginx's `server` line names it: `127.0.0.1:port` or `unix:/path`.
+    pub upstream: String,
     /// wsserver's admin listener (None for webserver).
     pub admin: Option<SocketAddr>,
 }
@@ -91,6 +94,33 @@ impl ServerProcess {
         server
     }
 
+    /// Starts `wsserver` listening on the unix socket `socket` (admin on a free loopback port)
+    /// with `--redis-url redis_url` and `args`, and waits until its /readyz answers 200.
+    pub async fn wsserver_on_unix(redis_url: &str, socket: &std::path::Path, args: &[&str]) -> ServerProcess {
+        let mut server = ServerProcess::wsserver_on_unix_unready(redis_url, socket, args);
+        let admin = server.admin.expect("admin listener");
+        server.wait_ready(&format!("http://{admin}/readyz")).await;
+        server
+    }
+
+    /// Like [`ServerProcess::wsserver_on_unix`] without waiting: for a start meant to fail.
+    pub fn wsserver_on_unix_unready(redis_url: &str, socket: &std::path::Path, args: &[&str]) -> ServerProcess {
+        let admin = free_port();
+        let listen = format!("unix:{}", socket.display());
+        let mut all = vec![
+            "--listen".to_owned(),
+            listen.clone(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--redis-url".into(),
+        ];
+        all.push(redis_url.into());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = ServerProcess::spawn("wsserver", &all, SocketAddr::from(([0, 0, 0, 0], 0)), Some(admin));
+        server.upstream = listen;
+        server
+    }
+
     /// Starts `webserver` on a free loopback port with `--redis-url redis_url` and `args`,
     /// and waits until its /healthz answers 200.
     pub async fn webserver(redis_url: &str, args: &[&str]) -> ServerProcess {
@@ -105,7 +135,7 @@ impl ServerProcess {
     fn spawn(name: &'static str, args: &[String], addr: SocketAddr, admin: Option<SocketAddr>) -> ServerProcess {
         let mut command = Command::new(bin_dir().join(name));
         command.args(args).env("RUST_LOG", "info");
-        ServerProcess { name, process: ChildProcess::spawn(name, command), addr, admin }
+        ServerProcess { name, process: ChildProcess::spawn(name, command), addr, upstream: addr.to_string(), admin }
     }
 
     async fn wait_ready(&mut self, url: &str) {

@@ -1,11 +1,14 @@
-//! The whole stack for one test: Redis, wsserver and webserver in-process on ephemeral ports,
-//! nginx in front.
+//! The whole stack for one test: Redis, wsserver and webserver in-process, nginx in front. Each
+//! server listens on a unix socket (nginx's upstream, as deployed on one host) and on an
+//! ephemeral TCP port (for tests that bypass nginx); [`StackOptions::nginx_over_tcp`] points
+//! nginx at the TCP ports instead.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use protocol::{Facility, KeyPrefix};
+use service::listen::{ListenAddr, Listener};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::http::{self, HttpResponse};
 use crate::nginx::Nginx;
 use crate::redis_server::{Redis, RedisOptions};
+use crate::tempdir::TempDir;
 use crate::wait::try_wait_until;
 use crate::ws::WsClient;
 
@@ -41,6 +45,8 @@ pub struct StackOptions {
     /// Both servers' Redis flags instead of the stack's own Redis (e.g. Sentinels); the stack's
     /// Redis still runs, for the harness.
     pub redis_flags: Option<Vec<String>>,
+    /// nginx reaches the servers over TCP instead of their unix sockets.
+    pub nginx_over_tcp: bool,
 }
 
 impl Default for StackOptions {
@@ -55,6 +61,7 @@ impl Default for StackOptions {
             max_body: 1024,
             redis_tls: false,
             redis_flags: None,
+            nginx_over_tcp: false,
         }
     }
 }
@@ -114,6 +121,13 @@ impl StackOptions {
                 flags
             }
         }
+    }
+
+    /// nginx's upstreams are the servers' TCP ports (wsserver on another host) rather than
+    /// their unix sockets.
+    pub fn nginx_over_tcp(mut self) -> Self {
+        self.nginx_over_tcp = true;
+        self
     }
 }
 
@@ -181,6 +195,8 @@ pub struct Stack {
     ws: Server,
     web: Option<Server>,
     pub redis: Redis,
+    // After the servers: their socket files are gone before the directory is removed.
+    sockets: TempDir,
     ws_addr: SocketAddr,
     admin_addr: SocketAddr,
     web_addr: Option<SocketAddr>,
@@ -199,19 +215,26 @@ impl Stack {
         crate::init_tracing();
         let redis = Redis::start_with(RedisOptions { tls: options.redis_tls, ..RedisOptions::default() }).await;
         let prefix = KeyPrefix::new(&options.prefix).expect("valid prefix");
+        let sockets = TempDir::new("sock").expect("create a directory for the unix sockets");
 
-        let (ws, ws_addr, admin_addr) = start_wsserver(&options.redis_flags_for(&redis), &options).await;
+        let (ws, ws_addr, admin_addr) =
+            start_wsserver(&options.redis_flags_for(&redis), &options, sockets.path()).await;
 
         let (web, web_addr) = if options.webserver {
-            let (web, addr) = start_webserver(&options.redis_flags_for(&redis), &options).await;
+            let (web, addr) = start_webserver(&options.redis_flags_for(&redis), &options, sockets.path()).await;
             (Some(web), Some(addr))
         } else {
             (None, None)
         };
 
         let nginx = if options.nginx {
-            let web_upstream = web_addr.map_or_else(|| NO_WEBSERVER.to_owned(), |a| a.to_string());
-            Some(Nginx::start(&web_upstream, &ws_addr.to_string()).await)
+            let (web_upstream, ws_upstream) = if options.nginx_over_tcp {
+                (web_addr.map_or_else(|| NO_WEBSERVER.to_owned(), |a| a.to_string()), ws_addr.to_string())
+            } else {
+                let web = web_addr.map_or_else(|| NO_WEBSERVER.to_owned(), |_| web_socket(sockets.path()).to_string());
+                (web, ws_socket(sockets.path()).to_string())
+            };
+            Some(Nginx::start(&web_upstream, &ws_upstream).await)
         } else {
             None
         };
@@ -221,6 +244,7 @@ impl Stack {
             ws,
             web,
             redis,
+            sockets,
             ws_addr,
             admin_addr,
             web_addr,
@@ -277,6 +301,17 @@ impl Stack {
 
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
+    }
+
+    /// wsserver's unix socket (`unix:/…/wsserver.sock`), nginx's upstream unless
+    /// [`StackOptions::nginx_over_tcp`].
+    pub fn ws_socket(&self) -> ListenAddr {
+        ws_socket(self.sockets.path())
+    }
+
+    /// webserver's unix socket (`unix:/…/webserver.sock`).
+    pub fn web_socket(&self) -> ListenAddr {
+        web_socket(self.sockets.path())
     }
 
     /// webserver's own address, bypassing nginx.
@@ -353,7 +388,8 @@ impl Stack {
     /// was. Waits until it is ready.
     pub async fn restart_wsserver(&mut self) {
         let at = Some((self.ws_addr, self.admin_addr));
-        let (ws, _, _) = start_wsserver_at(&self.options.redis_flags_for(&self.redis), &self.options, at).await;
+        let (ws, _, _) =
+            start_wsserver_at(&self.options.redis_flags_for(&self.redis), &self.options, self.sockets.path(), at).await;
         self.ws = ws;
     }
 
@@ -402,8 +438,25 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-async fn start_wsserver(redis_flags: &[String], options: &StackOptions) -> (Server, SocketAddr, SocketAddr) {
-    start_wsserver_at(redis_flags, options, None).await
+fn ws_socket(dir: &std::path::Path) -> ListenAddr {
+    ListenAddr::Unix(dir.join("wsserver.sock"))
+}
+
+fn web_socket(dir: &std::path::Path) -> ListenAddr {
+    ListenAddr::Unix(dir.join("webserver.sock"))
+}
+
+/// Binds a server's unix socket (default mode 0660: this user, as nginx runs in the tests).
+fn bind_unix(addr: &ListenAddr) -> Listener {
+    Listener::bind(addr, &Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn start_wsserver(
+    redis_flags: &[String],
+    options: &StackOptions,
+    sockets: &std::path::Path,
+) -> (Server, SocketAddr, SocketAddr) {
+    start_wsserver_at(redis_flags, options, sockets, None).await
 }
 
 /// Binds `addr` again (it was just released; retries while it is still in use, up to 10 s).
@@ -420,10 +473,12 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
     }
 }
 
-/// Starts wsserver on ephemeral ports, or on `at` (websocket, admin) when given.
+/// Starts wsserver on its unix socket in `sockets` and on ephemeral ports, or on `at`
+/// (websocket, admin) when given.
 async fn start_wsserver_at(
     redis_flags: &[String],
     options: &StackOptions,
+    sockets: &std::path::Path,
     at: Option<(SocketAddr, SocketAddr)>,
 ) -> (Server, SocketAddr, SocketAddr) {
     let mut args = vec!["wsserver".to_owned(), "--prefix".into(), options.prefix.clone()];
@@ -439,13 +494,20 @@ async fn start_wsserver_at(
             (websocket, ws_addr, admin, admin_addr)
         }
     };
-    let mut server =
-        Server::spawn("wsserver", |shutdown| wsserver::run(config, wsserver::Listeners { websocket, admin }, shutdown));
+    let listeners = wsserver::Listeners {
+        websocket: vec![bind_unix(&ws_socket(sockets)), websocket.into()],
+        admin: vec![admin.into()],
+    };
+    let mut server = Server::spawn("wsserver", |shutdown| wsserver::run(config, listeners, shutdown));
     server.wait_ready(READY_TIMEOUT, "wsserver /readyz", &format!("http://{admin_addr}/readyz")).await;
     (server, ws_addr, admin_addr)
 }
 
-async fn start_webserver(redis_flags: &[String], options: &StackOptions) -> (Server, SocketAddr) {
+async fn start_webserver(
+    redis_flags: &[String],
+    options: &StackOptions,
+    sockets: &std::path::Path,
+) -> (Server, SocketAddr) {
     let mut args = vec![
         "webserver".to_owned(),
         "--prefix".into(),
@@ -460,7 +522,8 @@ async fn start_webserver(redis_flags: &[String], options: &StackOptions) -> (Ser
     let config = <webserver::Config as clap::Parser>::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("webserver flags {args:?}: {e}"));
     let (listener, addr) = bind().await;
-    let mut server = Server::spawn("webserver", |shutdown| webserver::run(config, listener, shutdown));
+    let listeners = vec![bind_unix(&web_socket(sockets)), listener.into()];
+    let mut server = Server::spawn("webserver", |shutdown| webserver::run(config, listeners, shutdown));
     server.wait_ready(READY_TIMEOUT, "webserver /healthz", &format!("http://{addr}/healthz")).await;
     (server, addr)
 }

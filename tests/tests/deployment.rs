@@ -1,4 +1,4 @@
-//! Deployment bundle checks: runs `scripts/test-deploy.sh` (systemd units verified and rated by
+//! Deployment bundle checks: runs `scripts/test-deploy.sh` (systemd service and socket units verified, the services rated by
 //! `systemd-analyze`, `nginx -t` on the production site, `scripts/install.sh` into a scratch
 //! DESTDIR, exit codes, and the generated `docs/configuration.md` against the binaries' `--help`).
 //!

@@ -1,12 +1,13 @@
 //! Losing one wsserver instance behind nginx: two real wsserver processes share Redis and sit in
-//! one nginx upstream; one is SIGKILLed. Its clients lose their sockets, the survivor's clients
+//! one nginx upstream, one on a unix socket (same host), one over TCP (as from another host);
+//! the one on the unix socket is SIGKILLed. Its clients lose their sockets, the survivor's clients
 //! never notice, and clients that reconnect through nginx are served by the survivor and
 //! receive broadcasts.
 
 use std::time::{Duration, Instant};
 
 use crier_tests::server_process::ServerProcess;
-use crier_tests::{sync_clients, wait_until, Event, Nginx, Redis, WsClient};
+use crier_tests::{sync_clients, wait_until, Event, Nginx, Redis, TempDir, WsClient};
 
 const CLIENTS: usize = 10;
 const PATH: &str = "/ws/lobby?subscribe-broadcast";
@@ -17,11 +18,12 @@ const NO_WEBSERVER: &str = "127.0.0.1:9";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_instance_clients_reconnect_through_nginx_to_the_survivor() {
     let redis = Redis::start().await;
-    let mut doomed = ServerProcess::wsserver(&redis.url(), &[]).await;
+    let sockets = TempDir::new("loss").expect("socket dir");
+    let mut doomed = ServerProcess::wsserver_on_unix(&redis.url(), &sockets.path().join("ws.sock"), &[]).await;
     let survivor = ServerProcess::wsserver(&redis.url(), &[]).await;
     // nginx/crier.conf has one `server <wsserver>;` line; the token it renders from is the
     // address, so "A;\n    server B" yields two server lines.
-    let upstream = format!("{};\n    server {}", doomed.addr, survivor.addr);
+    let upstream = format!("{};\n    server {}", doomed.upstream, survivor.upstream);
     let nginx = Nginx::start(NO_WEBSERVER, &upstream).await;
     let url = format!("ws://{}{PATH}", nginx.addr());
 

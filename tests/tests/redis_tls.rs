@@ -126,7 +126,11 @@ async fn a_wrong_ca_or_host_name_stops_check_and_startup_with_a_clear_message() 
     let config = <wsserver::Config as clap::Parser>::try_parse_from(&args).expect("flags");
     let websocket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = wsserver::run(config, wsserver::Listeners { websocket, admin }, std::future::pending());
+    let run = wsserver::run(
+        config,
+        wsserver::Listeners { websocket: vec![websocket.into()], admin: vec![admin.into()] },
+        std::future::pending(),
+    );
     let err = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("wsserver gives up at startup")
@@ -137,7 +141,7 @@ async fn a_wrong_ca_or_host_name_stops_check_and_startup_with_a_clear_message() 
     args.extend(files.crier_args());
     let config = <webserver::Config as clap::Parser>::try_parse_from(&args).expect("flags");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = webserver::run(config, listener, std::future::pending());
+    let run = webserver::run(config, vec![listener.into()], std::future::pending());
     let err =
         tokio::time::timeout(Duration::from_secs(20), run).await.expect("webserver gives up").expect_err("refused");
     assert!(err.to_string().contains("does not name the host"), "{err}");

@@ -22,7 +22,7 @@ async fn admin_listener_serves_metrics_that_move() {
     let admin_addr = admin.local_addr().unwrap().to_string();
     let config = webserver::Config::parse_from(["webserver", "--redis-url", &redis.url(), "--publish-token", TOKEN]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(webserver::run_with_admin(config, listener, Some(admin), async {
+    let server = tokio::spawn(webserver::run_with_admin(config, vec![listener.into()], vec![admin.into()], async {
         let _ = stopped.await;
     }));
 

@@ -5,15 +5,26 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use protocol::KeyPrefix;
+use service::listen::{ListenAddr, Owner, SocketMode, UnixOptions};
 use service::{parse_duration, LogFormat};
 
 /// Crier's web server: pages, login and sessions, and the publish API.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "webserver", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on.
+    /// Where to listen: host:port, or unix:/path for a unix socket (nginx on the same host). A
+    /// socket systemd passes (FileDescriptorName=listen) replaces it.
     #[arg(long, env = "CRIER_WEB_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
+
+    /// Permission bits of the unix socket --listen creates (octal; connecting needs write).
+    #[arg(long, env = "CRIER_WEB_LISTEN_MODE", default_value = "0660")]
+    pub listen_mode: SocketMode,
+
+    /// Owner of the unix socket --listen creates: USER, USER:GROUP or :GROUP (like :www-data,
+    /// so nginx may connect). Unset: this process's user and group.
+    #[arg(long, env = "CRIER_WEB_LISTEN_OWNER")]
+    pub listen_owner: Option<Owner>,
 
     /// Admin address serving /metrics, /healthz and /readyz (empty: no admin listener).
     #[arg(long, env = "CRIER_WEB_ADMIN_LISTEN", default_value = "127.0.0.1:9190")]
@@ -54,7 +65,8 @@ pub struct Config {
 
     /// Proxies (comma-separated IPs) whose X-Forwarded-Proto (and other forwarded headers) are
     /// believed, e.g. to mark cookies Secure behind TLS; other peers' forwarded headers are
-    /// ignored. nginx on the same host is 127.0.0.1.
+    /// ignored. nginx on the same host is 127.0.0.1; a peer on a unix socket (--listen unix:…) is
+    /// always trusted.
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
@@ -187,6 +199,16 @@ impl Config {
         Ok(())
     }
 
+    /// Mode and owner of the unix socket `--listen` creates.
+    pub fn unix_options(&self) -> UnixOptions {
+        UnixOptions { mode: self.listen_mode, owner: self.listen_owner }
+    }
+
+    /// The admin listener's address, `None` when off (validated).
+    pub fn admin_addr(&self) -> Option<ListenAddr> {
+        (!self.admin_listen.is_empty()).then(|| ListenAddr::Tcp(self.admin_listen.parse().expect("validated")))
+    }
+
     pub fn key_prefix(&self) -> KeyPrefix {
         KeyPrefix::new(&self.prefix).expect("validated")
     }
@@ -231,5 +253,9 @@ mod tests {
         parse(&["--threads", "0"]).validate().unwrap();
         let err = parse(&["--threads", "257"]).validate().unwrap_err();
         assert_eq!(err.to_string(), "--threads: must be between 0 and 256");
+        let unix = parse(&["--listen", "unix:/run/crier/webserver.sock", "--listen-mode", "0600"]);
+        assert_eq!(unix.listen, ListenAddr::Unix("/run/crier/webserver.sock".into()));
+        assert_eq!(unix.unix_options(), UnixOptions { mode: SocketMode(0o600), owner: None });
+        assert_eq!(parse(&["--admin-listen", ""]).admin_addr(), None);
     }
 }

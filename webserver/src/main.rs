@@ -1,9 +1,10 @@
 //! webserver binary: parse the configuration, set up logging and the runtime, then either run
-//! a `users` subcommand or bind and `run`.
+//! a `users` subcommand or open the listeners and `run`.
 
 use anyhow::Context;
 use clap::Parser;
 use crier_webserver::{Command, Config};
+use service::listen::Spec;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -43,18 +44,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
-    let admin = if config.admin_listen.is_empty() {
-        None
-    } else {
-        Some(
-            tokio::net::TcpListener::bind(config.admin_listen.as_str())
-                .await
-                .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?,
-        )
-    };
-    crier_webserver::run_with_admin(config, listener, admin, service::shutdown_signal()).await?;
+    let unix = config.unix_options();
+    let admin_addr = config.admin_addr();
+    let specs = [
+        Spec { name: "listen", addr: Some(&config.listen), unix: &unix },
+        Spec { name: "admin-listen", addr: admin_addr.as_ref(), unix: &unix },
+    ];
+    let [listeners, admin]: [Vec<_>; 2] =
+        service::listen::open(&specs).context("--listen/--admin-listen")?.try_into().expect("one per spec");
+    crier_webserver::run_with_admin(config, listeners, admin, service::shutdown_signal()).await?;
     Ok(())
 }

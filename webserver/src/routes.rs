@@ -1,7 +1,6 @@
 //! Maps method and path to a handler: the product's API ([`crate::api`]) and the ws4redis
 //! client script here, everything else to the demo ([`crate::demo::routes`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -20,10 +19,10 @@ pub const JS: &str = "text/javascript; charset=utf-8";
 /// Answers one request from `peer`. Forwarded headers count only from trusted proxies.
 pub async fn route(
     app: Arc<App>,
-    peer: SocketAddr,
+    peer: service::listen::Peer,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    service::proxy::drop_untrusted_forwarding(&app.config.trusted_proxies, peer.ip(), req.headers_mut());
+    service::proxy::drop_untrusted_forwarding(&app.config.trusted_proxies, peer, req.headers_mut());
     let metrics = app.metrics.clone();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

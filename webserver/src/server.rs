@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use service::listen::Listener;
 use service::reconnect::Backoff;
 use service::serve::{serve, ConnOptions};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -25,16 +25,17 @@ pub enum RunError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Serves until `shutdown` resolves, then drains and returns (no admin listener).
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    run_with_admin(config, listener, None, shutdown).await
+/// Serves `listeners` (opened by the caller: [`service::listen::open`]) until `shutdown`
+/// resolves, then drains and returns (no admin listener).
+pub async fn run(config: Config, listeners: Vec<Listener>, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with_admin(config, listeners, Vec::new(), shutdown).await
 }
 
-/// Like [`run`], also serving `/metrics`, `/healthz` and `/readyz` on `admin`.
+/// Like [`run`], also serving `/metrics`, `/healthz` and `/readyz` on `admin` (none: off).
 pub async fn run_with_admin(
     config: Config,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listeners: Vec<Listener>,
+    admin: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
@@ -48,14 +49,15 @@ pub async fn run_with_admin(
     }
     let app = Arc::new(App { config, store, metrics });
     let cancel = CancellationToken::new();
-    let admin_task = admin.map(|admin| {
+    let admin_task = (!admin.is_empty()).then(|| {
         let app = app.clone();
         let options = ConnOptions::default();
         tokio::spawn(serve(admin, options, cancel.clone().cancelled_owned(), move |_, req| {
             crate::api::health::admin(app.clone(), req)
         }))
     });
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webserver listening");
+    let listening: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    tracing::info!(listen = %listening.join(", "), "webserver listening");
     // systemd readiness: listening (the listener is bound) and Redis reached.
     let ready_app = app.clone();
     let ready_cancel = cancel.clone();
@@ -76,7 +78,8 @@ pub async fn run_with_admin(
     let options = ConnOptions { half_close: true, ..ConnOptions::default() };
     let handler_app = app.clone();
     let connections =
-        serve(listener, options, shutdown, move |peer, req| crate::routes::route(handler_app.clone(), peer, req)).await;
+        serve(listeners, options, shutdown, move |peer, req| crate::routes::route(handler_app.clone(), peer, req))
+            .await;
     service::notify::notify_stopping();
     cancel.cancel();
     if tokio::time::timeout(app.config.drain_deadline, connections.wait()).await.is_err() {

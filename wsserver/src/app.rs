@@ -59,18 +59,20 @@ impl App {
     }
 }
 
-/// Open sockets per client address, capped by `--max-connections-per-ip`. A std `Mutex`:
-/// touched once per connect and disconnect, never held across `.await`.
+/// Open sockets per client address, capped by `--max-connections-per-ip`. The address `None`
+/// stands for local clients on the unix socket that name no address (no X-Real-IP): they share
+/// one count, as loopback clients over TCP share 127.0.0.1's. A std `Mutex`: touched once per
+/// connect and disconnect, never held across `.await`.
 #[derive(Clone)]
 pub struct PerIpLimit {
     limit: usize,
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
 }
 
 /// Holds one slot of an address; releases it when dropped.
 pub struct IpSlot {
     owner: PerIpLimit,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
 }
 
 impl PerIpLimit {
@@ -79,7 +81,7 @@ impl PerIpLimit {
     }
 
     /// A slot for `ip`, or `None` when the address is at its limit.
-    pub fn acquire(&self, ip: IpAddr) -> Option<IpSlot> {
+    pub fn acquire(&self, ip: Option<IpAddr>) -> Option<IpSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if self.limit != 0 && *count >= self.limit {
@@ -148,7 +150,8 @@ mod tests {
     #[test]
     fn an_address_gets_at_most_its_limit_and_a_closed_socket_frees_its_slot() {
         let limit = PerIpLimit::new(2);
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        let (a, b): (Option<IpAddr>, Option<IpAddr>) =
+            (Some("192.0.2.1".parse().unwrap()), Some("2001:db8::1".parse().unwrap()));
         let first = limit.acquire(a).expect("first slot");
         let _second = limit.acquire(a).expect("second slot");
         assert!(limit.acquire(a).is_none(), "a third socket from the same address is refused");
@@ -156,12 +159,15 @@ mod tests {
         drop(first);
         let _again = limit.acquire(a).expect("a freed slot can be taken again");
         assert!(limit.acquire(a).is_none());
+        let _local = limit.acquire(None).expect("unix-socket clients without an address count apart");
+        let _local2 = limit.acquire(None).expect("second");
+        assert!(limit.acquire(None).is_none(), "and share one limit");
     }
 
     #[test]
     fn zero_means_no_limit_and_empty_counts_are_forgotten() {
         let limit = PerIpLimit::new(0);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let ip: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
         let slots: Vec<IpSlot> = (0..1000).map(|_| limit.acquire(ip).expect("unlimited")).collect();
         drop(slots);
         assert!(limit.counts.lock().unwrap().is_empty(), "no entry is kept for an address without sockets");

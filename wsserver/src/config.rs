@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use protocol::KeyPrefix;
+use service::listen::{ListenAddr, Owner, SocketMode, UnixOptions};
 use service::{parse_duration, LogFormat};
 
 /// Crier's websocket server: serves `/ws/<facility>?<flags>` and fans Redis pub/sub out to
@@ -12,9 +13,19 @@ use service::{parse_duration, LogFormat};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "wsserver", version, about, long_about = None)]
 pub struct Config {
-    /// Address the websocket endpoint listens on.
+    /// Where the websocket endpoint listens: host:port, or unix:/path for a unix socket (nginx
+    /// on the same host). A socket systemd passes (FileDescriptorName=listen) replaces it.
     #[arg(long, env = "CRIER_WS_LISTEN", default_value = "127.0.0.1:8081")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
+
+    /// Permission bits of the unix socket --listen creates (octal; connecting needs write).
+    #[arg(long, env = "CRIER_WS_LISTEN_MODE", default_value = "0660")]
+    pub listen_mode: SocketMode,
+
+    /// Owner of the unix socket --listen creates: USER, USER:GROUP or :GROUP (like :www-data,
+    /// so nginx may connect). Unset: this process's user and group.
+    #[arg(long, env = "CRIER_WS_LISTEN_OWNER")]
+    pub listen_owner: Option<Owner>,
 
     /// Address of the admin endpoint (/healthz, /readyz, /metrics). Keep it private.
     #[arg(long, env = "CRIER_WS_ADMIN_LISTEN", default_value = "127.0.0.1:9191")]
@@ -66,7 +77,7 @@ pub struct Config {
 
     /// Proxies (comma-separated IPs) whose X-Real-IP header names the client, for the
     /// per-address limit and logs; other peers' forwarded headers are ignored. nginx on the same
-    /// host is 127.0.0.1.
+    /// host is 127.0.0.1; a peer on a unix socket (--listen unix:…) is always trusted.
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', default_value = service::proxy::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
@@ -234,6 +245,11 @@ impl Config {
         Ok(())
     }
 
+    /// Mode and owner of the unix socket `--listen` creates.
+    pub fn unix_options(&self) -> UnixOptions {
+        UnixOptions { mode: self.listen_mode, owner: self.listen_owner }
+    }
+
     /// The allowed Origins, trimmed, empties dropped.
     pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
         self.allowed_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty())
@@ -290,6 +306,20 @@ mod tests {
         let err = parse(&["--fanout-threads", "300"]).validate().unwrap_err().to_string();
         assert!(err.contains("fanout-threads"), "{err}");
         assert!(parse(&["--fanout-threads", "3"]).validate().is_ok());
+        let wrong = Config::try_parse_from(["wsserver", "--listen", "unix:"]).unwrap_err().to_string();
+        assert!(wrong.contains("needs a socket path"), "{wrong}");
+        assert!(Config::try_parse_from(["wsserver", "--listen-mode", "0999"]).is_err());
+    }
+
+    #[test]
+    fn listens_on_a_unix_socket_with_mode_and_owner() {
+        let c = parse(&["--listen", "unix:/run/crier/wsserver.sock", "--listen-mode", "0666", "--listen-owner", ":0"]);
+        assert_eq!(c.listen, ListenAddr::Unix("/run/crier/wsserver.sock".into()));
+        assert_eq!(
+            c.unix_options(),
+            UnixOptions { mode: SocketMode(0o666), owner: Some(Owner { uid: None, gid: Some(0) }) }
+        );
+        assert_eq!(parse(&[]).unix_options().mode, SocketMode(0o660));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use service::listen::Stream;
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -20,7 +21,7 @@ use crate::keepalive::Liveness;
 use crate::publisher::Publisher;
 use crate::read_loop::read_loop;
 use crate::write_loop::write_loop;
-use crate::writer::SocketWriter;
+use crate::writer::{SocketWriter, WriteHalf};
 
 /// Serves one upgraded socket until it closes. `read_ahead` holds what the client sent after
 /// its upgrade request in the same read. `guards` (the connection permit and the per-address
@@ -28,12 +29,31 @@ use crate::writer::SocketWriter;
 ///
 /// Setup and publishing run in boxed futures, so the task of an idle socket only holds the
 /// small read state, not the largest state of every await here: that is memory per socket.
-pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: TcpStream, read_ahead: Bytes, socket: Socket, guards: G) {
+pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: Stream, read_ahead: Bytes, socket: Socket, guards: G) {
+    match stream {
+        Stream::Tcp(s) => {
+            let (rd, wr) = s.into_split();
+            serve_halves(app, rd, WriteHalf::Tcp(wr), read_ahead, socket, guards).await;
+        }
+        Stream::Unix(s) => {
+            let (rd, wr) = s.into_split();
+            serve_halves(app, rd, WriteHalf::Unix(wr), read_ahead, socket, guards).await;
+        }
+    }
+}
+
+async fn serve_halves<R: AsyncRead + Unpin, G: Send + 'static>(
+    app: Arc<App>,
+    mut rd: R,
+    wr: WriteHalf,
+    read_ahead: Bytes,
+    socket: Socket,
+    guards: G,
+) {
     let (joined, waits) = join(&app, socket);
     Box::pin(replay(&app, &joined, waits)).await;
     let outbox = &joined.outbox;
 
-    let (mut rd, wr) = stream.into_split();
     let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
     let reader_done = CancellationToken::new();
     let writer_done = CancellationToken::new();

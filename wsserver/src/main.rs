@@ -1,7 +1,8 @@
-//! wsserver binary: parse the configuration, set up logging, bind, and `run`.
+//! wsserver binary: parse the configuration, set up logging, open the listeners, and `run`.
 
 use anyhow::Context;
 use clap::Parser;
+use service::listen::Spec;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,12 +24,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     service::init_logging(config.log_format);
-    let websocket = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?;
+    let unix = config.unix_options();
+    let admin_addr = config.admin_listen.into();
+    let specs = [
+        Spec { name: "listen", addr: Some(&config.listen), unix: &unix },
+        Spec { name: "admin-listen", addr: Some(&admin_addr), unix: &unix },
+    ];
+    let [websocket, admin]: [Vec<_>; 2] =
+        service::listen::open(&specs).context("--listen/--admin-listen")?.try_into().expect("one per spec");
     crier_wsserver::run(config, crier_wsserver::Listeners { websocket, admin }, service::shutdown_signal()).await?;
     Ok(())
 }

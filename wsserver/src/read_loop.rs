@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -16,10 +16,10 @@ use crate::outbox::CloseReason;
 use crate::publisher::Publisher;
 
 /// Reads until the client closes, breaks the protocol, or `writer_done` fires.
-pub async fn read_loop(
+pub async fn read_loop<R: AsyncRead + Unpin>(
     app: &App,
     mut reader: FrameReader,
-    rd: &mut OwnedReadHalf,
+    rd: &mut R,
     publisher: &Publisher<'_>,
     liveness: &Liveness,
     writer_done: &CancellationToken,

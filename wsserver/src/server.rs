@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use service::listen::Listener;
 use service::serve::{serve, ConnOptions};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,10 +22,11 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
 
-/// The listeners `run` serves, bound by the caller (port 0 in tests).
+/// The listeners `run` serves, opened by the caller ([`service::listen::open`]; port 0 in tests).
+/// Several of a kind are served alike (a unix socket for nginx and TCP for another host).
 pub struct Listeners {
-    pub websocket: TcpListener,
-    pub admin: TcpListener,
+    pub websocket: Vec<Listener>,
+    pub admin: Vec<Listener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,14 +119,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         background.clone().cancelled_owned(),
         move |_, req| crate::admin::handle(admin_app.clone(), req),
     ));
-    tracing::info!(
-        listen = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        "wsserver accepting websockets"
-    );
+    let listening: Vec<String> = listeners.websocket.iter().map(Listener::describe).collect();
+    tracing::info!(listen = %listening.join(", "), "wsserver accepting websockets");
     let options = ConnOptions {
         header_read_timeout: app.config.handshake_timeout,
         max_buf_size: Some(16 * 1024),
         half_close: false,
+        // A handshake nginx sent just before the stop is answered (503, or upgraded and then
+        // closed with 1001) rather than cut off, which nginx would turn into a 502.
+        answer_accepted: true,
     };
     let upgrade_app = app.clone();
     // Returns once `shutdown` resolves, with every HTTP connection told to finish.

@@ -1,7 +1,7 @@
 //! The HTTP side of `/ws/`: every request is checked (method, headers, facility, Origin,
 //! identity, limits) and either answered with an error or upgraded into a socket task.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,8 +10,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use service::listen::{Peer, Stream};
 use service::Escaped;
-use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::connection::{self, Socket};
@@ -23,7 +23,7 @@ pub type Body = Full<Bytes>;
 /// Answers one HTTP request on the websocket listener.
 pub async fn handle(
     app: Arc<App>,
-    peer: SocketAddr,
+    peer: Peer,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     if !req.uri().path().starts_with(&app.config.url_prefix) {
@@ -52,7 +52,7 @@ pub async fn handle(
     }
 }
 
-async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -> Result<Response<Body>, Refused> {
+async fn accept(app: &Arc<App>, peer: Peer, req: &mut Request<Incoming>) -> Result<Response<Body>, Refused> {
     if app.draining.load(Ordering::Relaxed) {
         return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, Refusal::Draining, "server is shutting down"));
     }
@@ -81,12 +81,12 @@ async fn accept(app: &Arc<App>, peer: SocketAddr, req: &mut Request<Incoming>) -
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => return tracing::debug!(%peer, "upgrade did not complete: {e}"),
         };
-        // The fan-out writes to the TCP socket itself, so take it back from hyper.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // The fan-out writes to the socket itself, so take it back from hyper.
+        match upgraded.downcast::<TokioIo<Stream>>() {
             Ok(parts) => {
                 connection::serve(task_app, parts.io.into_inner(), parts.read_buf, socket, (permit, slot)).await
             }
-            Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream; dropped"),
+            Err(_) => tracing::error!(%peer, "upgraded connection is not a service::listen::Stream; dropped"),
         }
     });
     let (parts, _) = response.into_parts();
@@ -101,11 +101,12 @@ pub fn plain(status: StatusCode, text: impl Into<String>) -> Response<Body> {
     response
 }
 
-/// The client's address: the peer, or the X-Real-IP a trusted proxy reports.
-pub fn client_ip(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[std::net::IpAddr]) -> std::net::IpAddr {
-    if service::proxy::trusts(trusted, peer.ip()) {
+/// The client's address: the X-Real-IP a trusted proxy (a trusted address, or any peer on the
+/// unix socket) reports, else the peer's address; `None` for a unix-socket peer that names none.
+pub fn client_ip(peer: Peer, headers: &hyper::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    if service::proxy::trusts(trusted, peer) {
         if let Some(ip) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
-            return ip;
+            return Some(ip);
         }
     }
     peer.ip()
@@ -120,7 +121,12 @@ mod tests {
         let mut h = hyper::HeaderMap::new();
         h.insert("x-real-ip", "203.0.113.9".parse().unwrap());
         let trusted = ["127.0.0.1".parse().unwrap()];
-        assert_eq!(client_ip("127.0.0.1:5000".parse().unwrap(), &h, &trusted).to_string(), "203.0.113.9");
-        assert_eq!(client_ip("198.51.100.1:5000".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1");
+        let tcp = |addr: &str| Peer::Tcp(addr.parse().unwrap());
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(tcp("127.0.0.1:5000"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(tcp("198.51.100.1:5000"), &h, &trusted), ip("198.51.100.1"));
+        // nginx on the unix socket: its X-Real-IP names the client; without one, no address.
+        assert_eq!(client_ip(Peer::Unix, &h, &[]), ip("203.0.113.9"));
+        assert_eq!(client_ip(Peer::Unix, &hyper::HeaderMap::new(), &trusted), None);
     }
 }

@@ -15,20 +15,49 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{tcp, unix};
 
 /// Most frames one direct write carries.
 const DIRECT_SLICES: usize = 16;
 /// Most frames one vectored write of the write loop carries (the kernel's IOV_MAX is 1024).
 const MAX_SLICES: usize = 64;
 
+/// The write half of one socket: from nginx over TCP or over a unix socket.
+pub enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl WriteHalf {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            WriteHalf::Tcp(h) => h.try_write(buf),
+            WriteHalf::Unix(h) => h.try_write(buf),
+        }
+    }
+
+    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            WriteHalf::Tcp(h) => h.try_write_vectored(bufs),
+            WriteHalf::Unix(h) => h.try_write_vectored(bufs),
+        }
+    }
+
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            WriteHalf::Tcp(h) => h.writable().await,
+            WriteHalf::Unix(h) => h.writable().await,
+        }
+    }
+}
+
 /// The write half of one socket.
 pub struct SocketWriter {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
 }
 
 impl SocketWriter {
-    pub fn new(half: OwnedWriteHalf) -> Arc<SocketWriter> {
+    pub fn new(half: WriteHalf) -> Arc<SocketWriter> {
         Arc::new(SocketWriter { half })
     }
 
@@ -84,8 +113,11 @@ impl SocketWriter {
     /// Addresses of the write half and of its stream, only ever used as prefetch hints by the
     /// fan-out (see [`crate::outbox::Outbox::prefetch_socket`]).
     pub fn prefetch_hints(self: &Arc<Self>) -> [usize; 2] {
-        let stream: &tokio::net::TcpStream = self.half.as_ref();
-        [Arc::as_ptr(self) as usize, std::ptr::from_ref(stream) as usize]
+        let stream = match &self.half {
+            WriteHalf::Tcp(h) => std::ptr::from_ref::<tokio::net::TcpStream>(h.as_ref()) as usize,
+            WriteHalf::Unix(h) => std::ptr::from_ref::<tokio::net::UnixStream>(h.as_ref()) as usize,
+        };
+        [Arc::as_ptr(self) as usize, stream]
     }
 }
 
@@ -100,7 +132,7 @@ pub(crate) mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (read, write) = server.into_split();
-        (SocketWriter::new(write), client, read)
+        (SocketWriter::new(WriteHalf::Tcp(write)), client, read)
     }
 
     pub(crate) async fn read_exactly(peer: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
@@ -117,6 +149,18 @@ pub(crate) mod tests {
         assert_eq!(read_exactly(&mut peer, 6).await, b"abcdef");
         assert_eq!(writer.try_write(&VecDeque::from([Bytes::from_static(b"x")])), Some(1));
         assert_eq!(read_exactly(&mut peer, 1).await, b"x");
+    }
+
+    #[tokio::test]
+    async fn writes_reach_a_unix_socket_peer() {
+        let (server, mut peer) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = server.into_split();
+        let writer = SocketWriter::new(WriteHalf::Unix(write));
+        assert_eq!(writer.try_write(&VecDeque::from(["ab", "c"].map(Bytes::from))), Some(3));
+        writer.write_all(&[Bytes::from_static(b"de")]).await.unwrap();
+        let mut buf = [0; 5];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf, b"abcde");
     }
 
     #[tokio::test]
