@@ -30,6 +30,7 @@ pub mod echo_filter;
 pub mod fanout;
 pub mod frame;
 pub mod frame_reader;
+pub mod handoff;
 pub mod handshake;
 pub mod heartbeat;
 pub mod identity;
