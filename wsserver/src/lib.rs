@@ -17,6 +17,7 @@
 //! [`clock`] (socket ids and delivery stamps), [`close`] (every close code the server sends)
 //! and [`metrics`] are shared by all steps.
 //! The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
+//! [`handoff`] holds the transport and state format for passing sockets to a new process.
 
 pub mod access;
 pub mod admin;
