@@ -79,6 +79,27 @@ impl FrameReader {
         reader
     }
 
+    /// What the reader holds between messages, for the live hand-off
+    /// ([`crate::handoff::state`]): unparsed bytes, and the opcode and bytes of a fragmented
+    /// message being assembled.
+    pub fn export(&self) -> (Vec<u8>, Option<(u8, Vec<u8>)>) {
+        let partial = self.partial.as_ref().map(|(op, bytes)| (*op as u8, bytes.to_vec()));
+        (self.buffer.to_vec(), partial)
+    }
+
+    /// A reader resuming what [`FrameReader::export`] gave, in another process. `None` when
+    /// the partial message's opcode is not a data opcode.
+    pub fn import(max_message: usize, buffer: &[u8], partial: Option<(u8, &[u8])>) -> Option<FrameReader> {
+        let mut reader = FrameReader::with_read_ahead(max_message, buffer);
+        if let Some((op, bytes)) = partial {
+            let op = OpCode::from_u8(op).filter(|op| matches!(op, OpCode::Text | OpCode::Binary))?;
+            reader.partial = Some((op, BytesMut::from(bytes)));
+            // Re-validated from the start: the count of checked bytes is not carried.
+            reader.utf8_checked = 0;
+        }
+        Some(reader)
+    }
+
     /// Reads until one whole message (or control frame) is available.
     pub async fn next_message<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Message, ReadError> {
         loop {

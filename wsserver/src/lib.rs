@@ -17,6 +17,7 @@
 //! [`clock`] (socket ids and delivery stamps), [`close`] (every close code the server sends)
 //! and [`metrics`] are shared by all steps.
 //! The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
+//! [`handoff`] holds the transport and state format for passing sockets to a new process.
 
 pub mod access;
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod echo_filter;
 pub mod fanout;
 pub mod frame;
 pub mod frame_reader;
+pub mod handoff;
 pub mod handshake;
 pub mod heartbeat;
 pub mod identity;

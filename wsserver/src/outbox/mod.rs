@@ -244,6 +244,21 @@ impl Outbox {
         !batch.frames.is_empty() || batch.close.is_some()
     }
 
+    /// Takes every queued frame for the live hand-off ([`crate::handoff::state`]): control
+    /// frames first, as the write loop would send them. `None`, and nothing taken, when the
+    /// socket cannot be handed: it is closing, a batch is being written, or a writer is still
+    /// attached for direct writes (the write loop must have stopped first).
+    pub fn take_for_handoff(&self) -> Option<Vec<Bytes>> {
+        let mut state = self.lock();
+        if state.closing.is_some() || state.writing || state.writer.is_some() {
+            return None;
+        }
+        state.pending_since_us = 0;
+        let control = std::mem::take(&mut state.control);
+        let frames = std::mem::take(&mut state.frames);
+        Some(control.into_iter().chain(frames).collect())
+    }
+
     /// Waits until something may have been queued.
     pub async fn wait(&self) {
         self.shared.wake.notified().await;
@@ -313,5 +328,30 @@ mod tests {
         o.take_batch(&mut b, 2);
         assert_eq!(b.frames, ["p", "r", "a"].map(Bytes::from));
         assert_eq!(b.close, None);
+    }
+
+    #[test]
+    fn a_handoff_takes_the_whole_queue_in_write_order_unless_it_cannot() {
+        let o = Outbox::for_test(10);
+        o.push(Bytes::from_static(b"a"));
+        o.push(Bytes::from_static(b"b"));
+        o.push_control(Bytes::from_static(b"p"));
+        assert_eq!(o.take_for_handoff().unwrap(), ["p", "a", "b"].map(Bytes::from));
+        assert_eq!(o.take_for_handoff().unwrap(), Vec::<Bytes>::new());
+
+        // A batch in flight: its frames are neither queued nor written yet.
+        o.push(Bytes::from_static(b"c"));
+        let mut b = Batch::default();
+        o.take_batch(&mut b, 1 << 20);
+        o.push(Bytes::from_static(b"d"));
+        assert_eq!(o.take_for_handoff(), None);
+        let mut b = Batch::default();
+        assert!(o.take_batch(&mut b, 1 << 20), "the write loop takes d after writing c");
+        assert_eq!(o.take_for_handoff(), None, "d is being written");
+        assert!(!o.take_batch(&mut Batch::default(), 1 << 20), "written: nothing left");
+        assert_eq!(o.take_for_handoff().unwrap(), Vec::<Bytes>::new());
+
+        o.close(crate::close::NORMAL);
+        assert_eq!(o.take_for_handoff(), None, "a closing socket stays with its process");
     }
 }
