@@ -10,6 +10,7 @@
 //! - [`wait_until`]: polls a condition (readiness, "NUMSUB becomes 0"), never a blind sleep.
 //! - [`sync_clients`]: makes sure sockets are subscribed before a test publishes.
 //! - [`raw`]: hand-written HTTP requests and websocket frames, for abuse and protocol tests.
+//! - [`built_binaries`]: the debug binaries, built when missing, for tests that run scripts.
 //! - [`server_process`]: the real binaries as child processes (signals, exit codes, SIGKILL).
 //! - [`prometheus`]: samples from /metrics text.
 //! - [`recovering`]: a client that recovers by the recovery contract and checks what it gets.
@@ -21,6 +22,7 @@
 //! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests.
 
 pub mod browser;
+pub mod built_binaries;
 pub mod cut_proxy;
 pub mod http;
 pub mod login;

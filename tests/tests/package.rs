@@ -8,36 +8,16 @@
 //! root, no systemd-nspawn); the test then passes and prints the reason. Test runners build only
 //! test targets, so the debug binaries are built here when missing.
 
-use std::path::{Path, PathBuf};
+use crier_tests::built_binaries::{debug_bin_dir, workspace_root};
 use std::process::Command;
 
 /// The exit status with which the script reports that it cannot run here.
 const SKIPPED: i32 = 77;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
-}
-
 #[test]
 fn debian_package_works_under_systemd() {
     let root = workspace_root();
-    let bin_dir = target_dir(&root).join("debug");
-    if !["webserver", "wsserver"].iter().all(|b| bin_dir.join(b).is_file()) {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "webserver", "--bin", "wsserver"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --bin webserver --bin wsserver failed");
-    }
+    let bin_dir = debug_bin_dir();
 
     let output = Command::new("bash")
         .arg(root.join("scripts/test-package.sh"))
