@@ -31,31 +31,8 @@ source "$ROOT/scripts/lib/deps.sh"
 log() { printf '[test-package] %s\n' "$*" >&2; }
 skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    printf 'FAIL - %s\n' "$1"
-    if [[ -n ${2:-} ]]; then
-        printf '%s\n' "$2" | sed 's/^/    /'
-    fi
-}
-# check NAME CMD...: one check that passes when CMD exits 0; its output is shown on failure.
-check() {
-    local name=$1 out
-    shift
-    if out=$("$@" 2>&1); then
-        pass "$name"
-    else
-        fail "$name" "$out"
-    fi
-}
-finish() {
-    printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
-    [[ $FAILED -eq 0 ]]
-    exit $?
-}
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
 # poll SECONDS CMD...: run CMD every 0.2 s until it succeeds; fails (with CMD's last output)
 # when SECONDS pass first. For conditions that follow an asynchronous event (a restart, a frame).
 poll() {
