@@ -19,11 +19,15 @@
 //!   recovery contract, recording what it received.
 //! - [`rolling_restart`]: the rolling-restart loss measurement (two instances, one restarted).
 //! - [`test_ca`]: a test CA and server/client certificates (openssl CLI) for TLS to Redis.
-//! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests.
+//! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests
+//!   (plain or all TLS).
+//! - [`topology`]: the Redis a test runs Crier against (single, Sentinel), behind one trait.
+//! - [`hosts`]: three wsserver processes on their own loopback addresses behind one nginx.
 
 pub mod browser;
 pub mod built_binaries;
 pub mod cut_proxy;
+pub mod hosts;
 pub mod http;
 pub mod login;
 pub mod nginx;
@@ -40,6 +44,7 @@ pub mod stack;
 pub mod sync;
 pub mod tempdir;
 pub mod test_ca;
+pub mod topology;
 pub mod wait;
 pub mod web_session;
 pub mod ws;
@@ -50,6 +55,7 @@ pub use redis_server::{Redis, RedisOptions};
 pub use stack::{Stack, StackOptions};
 pub use sync::sync_clients;
 pub use tempdir::TempDir;
+pub use topology::Topology;
 pub use wait::{try_wait_until, wait_until};
 pub use ws::{Event, HandshakeFailure, WsClient, WsOptions};
 

@@ -11,14 +11,15 @@ use protocol::{KeyPrefix, Name, SessionKey, SessionRecord};
 
 use crate::http::{self, HttpResponse};
 use crate::redis_server::Redis;
+use crate::topology::Topology;
 use crate::ws::{HandshakeFailure, WsClient};
 
 /// Lifetime of the session records [`put_session`] writes.
 pub const SESSION_TTL_SECS: u64 = 3600;
 
 /// Writes a live login session `key` for `user` with `groups`, exactly where webserver keeps
-/// it (`{p}crier:sessions:<key>`, plus the user's session index).
-pub async fn put_session(redis: &Redis, prefix: &KeyPrefix, key: &str, user: &str, groups: &[&str]) {
+/// it (`{p}crier:sessions:<key>`, plus the user's session index), on any [`Topology`].
+pub async fn put_session(redis: &impl Topology, prefix: &KeyPrefix, key: &str, user: &str, groups: &[&str]) {
     let key = SessionKey::parse(key).expect("valid session key");
     let record = SessionRecord {
         user: Name::parse(user).expect("valid user name"),

@@ -21,6 +21,9 @@ pub struct RedisOptions {
     /// Also listen with TLS on a free 127.0.0.1 port, with certificates of a fresh [`TestCa`]
     /// (clients must present its client certificate).
     pub tls: bool,
+    /// Listen with TLS using this CA's certificates instead of a fresh CA's (servers that
+    /// replicate from each other, or Sentinels, must share one).
+    pub tls_ca: Option<TestCa>,
     /// More `redis-server` arguments (e.g. `--replicaof 127.0.0.1 6379`).
     pub args: Vec<String>,
 }
@@ -67,7 +70,11 @@ impl Redis {
         );
         let client =
             redis::Client::open(format!("unix://{}", socket.display())).expect("redis client for a unix socket");
-        let tls = options.tls.then(|| (TestCa::generate(dir.path()), free_port()));
+        let tls = match (&options.tls_ca, options.tls) {
+            (Some(ca), _) => Some((ca.clone(), free_port())),
+            (None, true) => Some((TestCa::generate(dir.path()), free_port())),
+            (None, false) => None,
+        };
         let mut redis =
             Redis { dir, socket, bin, child: None, client, conn: tokio::sync::Mutex::new(None), options, tls };
         redis.spawn().await;
@@ -87,7 +94,12 @@ impl Redis {
                 .arg("--tls-key-file")
                 .arg(ca.server_key())
                 .arg("--tls-ca-cert-file")
-                .arg(ca.ca());
+                .arg(ca.ca())
+                // What it presents when it connects out (to a master, as a replica).
+                .arg("--tls-client-cert-file")
+                .arg(ca.client_cert())
+                .arg("--tls-client-key-file")
+                .arg(ca.client_key());
         }
         let child = command
             .arg("--unixsocket")
@@ -166,6 +178,11 @@ impl Redis {
     /// The certificates of a TLS Redis.
     pub fn test_ca(&self) -> Option<&TestCa> {
         self.tls.as_ref().map(|(ca, _)| ca)
+    }
+
+    /// The TLS port, when started with TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(_, port)| *port)
     }
 
     /// The plain TCP port, when started with one.

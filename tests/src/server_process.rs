@@ -80,14 +80,19 @@ impl ServerProcess {
     /// Like [`ServerProcess::wsserver`], on given addresses: a restarted instance comes back
     /// where nginx and its clients expect it.
     pub async fn wsserver_at(redis_url: &str, addr: SocketAddr, admin: SocketAddr, args: &[&str]) -> ServerProcess {
-        let mut all = vec![
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--admin-listen".into(),
-            admin.to_string(),
-            "--redis-url".into(),
-            redis_url.into(),
-        ];
+        ServerProcess::wsserver_with(&["--redis-url".to_owned(), redis_url.to_owned()], addr, admin, args).await
+    }
+
+    /// Like [`ServerProcess::wsserver_at`] with any Redis flags (`--redis-sentinels …`, TLS
+    /// files; see [`crate::topology::Topology::crier_flags`]) instead of a URL.
+    pub async fn wsserver_with(
+        redis_flags: &[String],
+        addr: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+    ) -> ServerProcess {
+        let mut all = vec!["--listen".to_owned(), addr.to_string(), "--admin-listen".into(), admin.to_string()];
+        all.extend(redis_flags.iter().cloned());
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = ServerProcess::spawn("wsserver", &all, addr, Some(admin));
         server.wait_ready(&format!("http://{admin}/readyz")).await;
@@ -124,8 +129,14 @@ impl ServerProcess {
     /// Starts `webserver` on a free loopback port with `--redis-url redis_url` and `args`,
     /// and waits until its /healthz answers 200.
     pub async fn webserver(redis_url: &str, args: &[&str]) -> ServerProcess {
-        let addr = free_port();
-        let mut all = vec!["--listen".to_owned(), addr.to_string(), "--redis-url".into(), redis_url.into()];
+        ServerProcess::webserver_with(&["--redis-url".to_owned(), redis_url.to_owned()], free_port(), args).await
+    }
+
+    /// Starts `webserver` on `addr` with any Redis flags and `args`, and waits until its
+    /// /healthz answers 200.
+    pub async fn webserver_with(redis_flags: &[String], addr: SocketAddr, args: &[&str]) -> ServerProcess {
+        let mut all = vec!["--listen".to_owned(), addr.to_string()];
+        all.extend(redis_flags.iter().cloned());
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = ServerProcess::spawn("webserver", &all, addr, None);
         server.wait_ready(&format!("http://{addr}/healthz")).await;

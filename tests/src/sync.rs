@@ -2,14 +2,14 @@
 //!
 //! wsserver replays stored messages only after its Redis SUBSCRIBE is confirmed, but when there
 //! is nothing to replay a socket gives no signal. `sync_clients` publishes probe messages with a
-//! plain Redis PUBLISH (no SET, so nothing is stored for replay) until every client has received
-//! one, then publishes an end marker and reads every client up to it. Afterwards every client is
-//! subscribed and has nothing pending.
+//! plain publish of the [`Topology`] (no SET, so nothing is stored for replay) until every client
+//! has received one, then publishes an end marker and reads every client up to it. Afterwards
+//! every client is subscribed and has nothing pending.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::redis_server::Redis;
+use crate::topology::Topology;
 use crate::ws::{Event, WsClient};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,7 +24,7 @@ pub fn is_sync_message(text: &str) -> bool {
 /// channel name, e.g. `broadcast:chat`), and leaves them with nothing pending. Panics when a
 /// client receives anything else than the probes meanwhile (read stored replays first), closes,
 /// or does not get a probe within 20 s.
-pub async fn sync_clients(redis: &Redis, channel: &str, clients: &mut [WsClient]) {
+pub async fn sync_clients(redis: &impl Topology, channel: &str, clients: &mut [WsClient]) {
     static NONCE: AtomicU64 = AtomicU64::new(0);
     let nonce = format!("{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed));
     let deadline = Instant::now() + SYNC_TIMEOUT;

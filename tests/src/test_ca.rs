@@ -8,13 +8,22 @@ use std::process::Command;
 use crate::process::find_program;
 
 /// The PEM files of one test PKI, in a directory the caller owns.
+#[derive(Debug, Clone)]
 pub struct TestCa {
     dir: PathBuf,
 }
 
 impl TestCa {
-    /// Generates every file into `dir` (P-256 keys, valid for two days).
+    /// Generates every file into `dir` (P-256 keys, valid for two days); the server
+    /// certificate names `localhost` only.
     pub fn generate(dir: &Path) -> TestCa {
+        TestCa::generate_naming(dir, "DNS:localhost")
+    }
+
+    /// Like [`TestCa::generate`], with a server certificate for `server_names` (a
+    /// subjectAltName value, e.g. `DNS:localhost,IP:127.0.0.1` for servers that Sentinels name
+    /// by address).
+    pub fn generate_naming(dir: &Path, server_names: &str) -> TestCa {
         let ca = TestCa { dir: dir.to_owned() };
         ca.openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
         ca.openssl(&[
@@ -44,7 +53,7 @@ impl TestCa {
             "-subj",
             "/CN=Some other CA",
         ]);
-        ca.leaf("server", "localhost", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        ca.leaf("server", "localhost", &format!("subjectAltName={server_names}\nextendedKeyUsage=serverAuth\n"));
         ca.leaf("client", "crier-client", "extendedKeyUsage=clientAuth\n");
         ca
     }
