@@ -46,6 +46,32 @@ impl Default for ConnOptions {
     }
 }
 
+/// What `serve` calls for each request: `handler(peer, request)`, an async function (or
+/// closure) that always answers. Implemented for every fitting `Fn`; named so that the bounds are
+/// written once.
+pub trait Handler<B>: Clone + Send + Sync + 'static {
+    type Answer: Future<Output = Result<Response<B>, Infallible>> + Send + 'static;
+
+    fn call(&self, peer: Peer, request: Request<Incoming>) -> Self::Answer;
+}
+
+impl<H, Fut, B> Handler<B> for H
+where
+    H: Fn(Peer, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+{
+    type Answer = Fut;
+
+    fn call(&self, peer: Peer, request: Request<Incoming>) -> Fut {
+        self(peer, request)
+    }
+}
+
+/// A response body hyper can send from any task.
+pub trait ResponseBody: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static {}
+
 /// Accepts on every one of `listeners` until `shutdown` resolves, serving each connection with
 /// `handler(peer, request)`. Then it stops accepting (the listeners are dropped, a unix socket
 /// file this process created is removed), asks every open connection to finish its request in
@@ -54,19 +80,12 @@ impl Default for ConnOptions {
 /// not waited for here.
 ///
 /// Accept errors (out of file descriptors, mostly) are logged and retried after 50 ms.
-pub async fn serve<H, Fut, B>(
+pub async fn serve<B: ResponseBody>(
     listeners: Vec<Listener>,
     options: ConnOptions,
     shutdown: impl Future<Output = ()>,
-    handler: H,
-) -> TaskTracker
-where
-    H: Fn(Peer, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+    handler: impl Handler<B>,
+) -> TaskTracker {
     let tracker = TaskTracker::new();
     let closing = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
@@ -95,14 +114,12 @@ struct Connections {
 }
 
 /// Accepts on `listener` until `stop` fires, then drops it.
-async fn accept_loop<H, Fut, B>(listener: Listener, stop: CancellationToken, conns: Connections, handler: H)
-where
-    H: Fn(Peer, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+async fn accept_loop<B: ResponseBody>(
+    listener: Listener,
+    stop: CancellationToken,
+    conns: Connections,
+    handler: impl Handler<B>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -123,7 +140,7 @@ where
         let closing = conns.closing.clone();
         let options = conns.options;
         conns.tracker.spawn(async move {
-            let service = service_fn(move |req| handler(peer, req));
+            let service = service_fn(move |req| handler.call(peer, req));
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
