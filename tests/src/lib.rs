@@ -17,6 +17,7 @@
 //! - [`cut_proxy`]: a TCP proxy that stalls and resets connections, as a network cut does.
 //! - [`recovering_client`]: a client that reconnects like ws4redis.js and recovers per the
 //!   recovery contract, recording what it received.
+//! - [`recovery_frames`]: the recovery contract's frames and positions, as both clients read them.
 //! - [`rolling_restart`]: the rolling-restart loss measurement (two instances, one restarted).
 //! - [`test_ca`]: a test CA and server/client certificates (openssl CLI) for TLS to Redis.
 //! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests
@@ -36,6 +37,7 @@ pub mod prometheus;
 pub mod raw;
 pub mod recovering;
 pub mod recovering_client;
+pub mod recovery_frames;
 pub mod redis_server;
 pub mod rolling_restart;
 pub mod sentinel;

@@ -3,11 +3,11 @@
 //! positions on every reconnection, and checks every message object it gets against them, so a
 //! duplicate, a message out of order or a silent gap fails the test at once.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::recovery_frames::{Positions, RecoveryFrame};
 use crate::ws::{Event, WsClient};
 
 /// One status object (`position`, `recovered`, `gap`) as received.
@@ -24,7 +24,7 @@ pub struct RecoveringClient {
     base: String,
     ws: Option<WsClient>,
     /// Highest offset seen per epoch.
-    positions: BTreeMap<String, u64>,
+    positions: Positions,
     /// `data` of every `message` object, in arrival order.
     pub received: Vec<String>,
     /// Every status object, in arrival order.
@@ -43,7 +43,7 @@ impl RecoveringClient {
         RecoveringClient {
             base: base.to_owned(),
             ws: None,
-            positions: BTreeMap::new(),
+            positions: Positions::default(),
             received: Vec::new(),
             statuses: Vec::new(),
             connections: 0,
@@ -53,9 +53,7 @@ impl RecoveringClient {
 
     /// The URL of the next connection: `recover` empty at first, then the known positions.
     pub fn url(&self) -> String {
-        let tokens: Vec<String> = self.positions.iter().map(|(e, o)| format!("{e}:{o}")).collect();
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}recover={}", self.base, tokens.join(","))
+        self.positions.recover_url(&self.base)
     }
 
     /// Connects (or reconnects) and waits for `channels` status objects; false when the
@@ -136,33 +134,28 @@ impl RecoveringClient {
             return;
         }
         let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-        let kind = value["type"].as_str().unwrap_or_else(|| panic!("no type: {text}")).to_owned();
-        let epoch = value["epoch"].as_str().map(str::to_owned);
-        let offset = value["offset"].as_u64();
-        match kind.as_str() {
-            "position" | "recovered" | "gap" => {
+        match RecoveryFrame::of_value(&value) {
+            Some(RecoveryFrame::Status { kind, epoch, offset }) => {
                 if let (Some(e), Some(o)) = (&epoch, offset) {
-                    let seen = self.positions.entry(e.clone()).or_insert(o);
-                    *seen = (*seen).max(o);
+                    self.positions.advance(e, o);
                 }
                 let reason = value["reason"].as_str().map(str::to_owned);
                 self.statuses.push(StatusSeen { kind, reason, value });
             }
-            "message" => {
-                let data = value["data"].as_str().unwrap_or_else(|| panic!("no data: {text}")).to_owned();
+            Some(RecoveryFrame::Message { data, epoch, offset }) => {
                 if let (Some(e), Some(o)) = (&epoch, offset) {
-                    if let Some(&last) = self.positions.get(e) {
+                    if let Some(last) = self.positions.get(e) {
                         if self.contiguous {
                             assert_eq!(o, last + 1, "offset after {last} in epoch {e}: {text}");
                         } else {
                             assert!(o > last, "offset {o} after {last} in epoch {e}: {text}");
                         }
                     }
-                    self.positions.insert(e.clone(), o);
+                    self.positions.advance(e, o);
                 }
                 self.received.push(data);
             }
-            other => panic!("unknown object type {other:?}: {text}"),
+            _ => panic!("not a frame of the contract: {text}"),
         }
     }
 }
