@@ -26,9 +26,8 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-log() { printf '[loadtest] %s\n' "$*" >&2; }
-usage() { sed -n '2,/^# shellcheck/{/^# shellcheck/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=lib/script.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/script.sh"
 
 BUILD=1
 LOCAL=0
@@ -57,7 +56,7 @@ fi
     log "error: $BIN/loadgen not found; run without --no-build"
     exit 1
 }
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
 
 if [[ $LOCAL -eq 1 ]]; then
     # shellcheck source=lib/free-port.sh

@@ -19,9 +19,8 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-log() { printf '[rolling-restart] %s\n' "$*" >&2; }
-usage() { sed -n '2,/^# shellcheck/{/^# shellcheck/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=lib/script.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/script.sh"
 
 PROFILE=()
 PROFILE_NAME=debug
@@ -45,7 +44,7 @@ done
 
 export CRIER_TEST_REDIS_SERVER=${CRIER_TEST_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 export CRIER_TEST_NGINX=${CRIER_TEST_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
 
 log "building ($PROFILE_NAME)"
 (cd "$ROOT" && cargo build --quiet ${PROFILE[@]+"${PROFILE[@]}"} -p crier-wsserver -p crier-webserver --bins &&
