@@ -116,14 +116,6 @@ impl Hosts {
         counts
     }
 
-    /// Waits until the hosts hold exactly `expected` sockets each, and returns them.
-    pub async fn settle(&self, expected: &[usize]) {
-        wait_until(SETTLE, &format!("the hosts hold {expected:?} sockets"), || async {
-            self.sockets_open().await == expected
-        })
-        .await;
-    }
-
     /// Opens a websocket through nginx (with the session cookie, if any) and finds the host
     /// that serves it: the one whose open-socket gauge went up by one. No other socket may
     /// open or close meanwhile.

@@ -1,7 +1,9 @@
 //! Several wsserver hosts (issue 19, item 4): three wsserver processes on 127.0.0.1, .2 and .3
 //! behind one nginx (the shipped site config, one upstream of three servers), webserver on
 //! 127.0.0.4, each process with its own Redis connections and its own view of the topology. The
-//! same test body runs on a single Redis, on a Sentinel set and on an all-TLS Sentinel set.
+//! same test body runs on a single Redis, on a Sentinel set and on an all-TLS Sentinel set; any
+//! other topology that implements [`Topology`] (a Redis Cluster) is one more test function
+//! calling `across_three_hosts`.
 //!
 //! Across the hosts: every API audience (broadcast, user, group, session) and every client
 //! publish flag reaches sockets on all three; the last-message replay reaches a client whichever
