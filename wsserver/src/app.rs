@@ -46,6 +46,8 @@ pub struct App {
     pub heartbeat: Option<Heartbeat>,
     /// Sockets of logged-in sessions, closed when their session ends.
     pub session_ends: SessionEnds,
+    /// Where frozen sockets are offered while a live hand-off runs ([`crate::handoff::give`]).
+    pub handoff: crate::handoff::give::Slot,
 }
 
 impl App {
@@ -115,6 +117,8 @@ pub struct OpenSockets {
 struct OpenSocketsInner {
     outboxes: HashMap<u64, crate::outbox::Outbox>,
     closing: Option<crate::outbox::CloseReason>,
+    /// A live hand-off runs: sockets opened meanwhile are frozen at once too.
+    freezing: bool,
 }
 
 impl OpenSockets {
@@ -124,6 +128,9 @@ impl OpenSockets {
         match inner.closing {
             Some(reason) => outbox.close(reason),
             None => {
+                if inner.freezing {
+                    outbox.request_freeze();
+                }
                 inner.outboxes.insert(id, outbox.clone());
             }
         }
@@ -131,6 +138,26 @@ impl OpenSockets {
 
     pub fn remove(&self, id: u64) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).outboxes.remove(&id);
+    }
+
+    /// Asks every open socket, and every socket opened until [`OpenSockets::thaw_all`], to
+    /// stop at a frame boundary and offer itself to the live hand-off.
+    pub fn freeze_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.freezing = true;
+        for outbox in inner.outboxes.values() {
+            outbox.request_freeze();
+        }
+    }
+
+    /// Withdraws [`OpenSockets::freeze_all`] (the hand-off failed): sockets not yet offered
+    /// keep running here.
+    pub fn thaw_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.freezing = false;
+        for outbox in inner.outboxes.values() {
+            outbox.thaw();
+        }
     }
 
     /// Tells every open socket, and every socket opened from now on, to close with `reason`.

@@ -23,8 +23,9 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long the write loop waits for the client's close reply after sending its close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs until the socket closed; cancels `writer_done` then. `reader_done` tells it that the
-/// client's side ended (no close reply will come).
+/// Runs until the socket closed, or until a live hand-off froze it at a frame boundary (then
+/// the writer comes back, detached, for the hand-off); cancels `writer_done` either way.
+/// `reader_done` tells it that the client's side ended (no close reply will come).
 pub async fn write_loop(
     app: Arc<App>,
     writer: Arc<SocketWriter>,
@@ -32,7 +33,7 @@ pub async fn write_loop(
     liveness: Arc<Liveness>,
     reader_done: CancellationToken,
     writer_done: CancellationToken,
-) {
+) -> Option<Arc<SocketWriter>> {
     let mut batch = Batch::default();
     // The timing is borrowed from `app` at each use rather than kept: every byte this future
     // holds across an await is memory per socket.
@@ -44,6 +45,11 @@ pub async fn write_loop(
     outbox.attach_writer(writer.clone());
     let close = loop {
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
+            if std::mem::take(&mut batch.freeze) {
+                outbox.detach_writer();
+                writer_done.cancel();
+                return Some(writer);
+            }
             let since = batch.pending_since_us;
             if !batch.frames.is_empty() {
                 // A peer that stops reading blocks this write; an urgent close (its queue
@@ -120,4 +126,5 @@ pub async fn write_loop(
     // The last owner of the write half: dropping it shuts the sending direction down.
     drop(writer);
     writer_done.cancel();
+    None
 }

@@ -61,6 +61,11 @@ impl SocketWriter {
         Arc::new(SocketWriter { half })
     }
 
+    /// The write half back, once the writer has no other owner (a frozen socket).
+    pub fn into_half(writer: Arc<SocketWriter>) -> Option<WriteHalf> {
+        Arc::try_unwrap(writer).ok().map(|w| w.half)
+    }
+
     /// Writes the front of `frames` (up to [`DIRECT_SLICES`]) without waiting. Returns the
     /// bytes the kernel took; `None` when it took none: WouldBlock, or an error the write loop
     /// meets on its next write and ends the connection for.
