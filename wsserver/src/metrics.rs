@@ -210,6 +210,12 @@ impl Metrics {
             self.redis_channels.load(Relaxed).to_string(),
         );
         metric(
+            "crier_ws_process_id",
+            "gauge",
+            "This process's id (a live hand-off changes it).",
+            std::process::id().to_string(),
+        );
+        metric(
             "crier_ws_handoff_sockets_handed_total",
             "counter",
             "Sockets passed to a new process by a live hand-off.",

@@ -35,6 +35,10 @@ pub enum TakeError {
     Listener(#[from] service::listen::ListenError),
 }
 
+/// Test-only: the new process exits abruptly when the socket after this many arrives, to
+/// test a hand-off that fails midway.
+pub const TEST_EXIT_AFTER_ENV: &str = "CRIER_HANDOFF_TEST_EXIT_AFTER";
+
 /// The hand-off as the new process sees it, from its start until the old process is done.
 pub struct Taking {
     link: Link,
@@ -88,10 +92,17 @@ impl Taking {
         let (sender, mut incoming) = self.link.split();
         sender.send(&Msg::Ready);
         let mut tails: HashMap<u64, oneshot::Sender<(bool, Vec<Bytes>)>> = HashMap::new();
+        let exit_after = std::env::var(TEST_EXIT_AFTER_ENV).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let mut received_sockets = 0;
         loop {
             let received = incoming.recv().await.unwrap_or(Err(LinkError::Closed));
             match received {
                 Ok((Msg::Socket { id, kind, batch, state }, fds)) => {
+                    received_sockets += 1;
+                    if exit_after.is_some_and(|n| received_sockets > n) {
+                        tracing::error!("{TEST_EXIT_AFTER_ENV}: exiting in the middle of the hand-off (test only)");
+                        std::process::exit(3);
+                    }
                     let Some(fd) = fds.into_iter().next() else {
                         sender.send(&Msg::Refused { id, reason: "no descriptor came with the socket".into() });
                         continue;
