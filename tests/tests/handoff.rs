@@ -82,8 +82,14 @@ fn publisher(
     })
 }
 
-/// Collects a client's messages until it has `target` (once known) or something else came.
-async fn collect(mut ws: WsClient, target: Arc<AtomicU64>) -> Result<Vec<u64>, String> {
+/// Collects a client's messages until it has `target` (once known) or something else came;
+/// the client stays open.
+async fn collect(mut ws: WsClient, target: Arc<AtomicU64>) -> (WsClient, Result<Vec<u64>, String>) {
+    let got = collect_from(&mut ws, target).await;
+    (ws, got)
+}
+
+async fn collect_from(ws: &mut WsClient, target: Arc<AtomicU64>) -> Result<Vec<u64>, String> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     loop {
@@ -143,8 +149,11 @@ async fn a_thousand_subscribers_through_nginx_get_every_message_once_in_order_ac
     eprintln!("{total} messages, {during} of them published during the hand-off");
 
     let expected: Vec<u64> = (0..total).collect();
+    let mut open = Vec::with_capacity(CLIENTS);
     for (i, collector) in collectors.into_iter().enumerate() {
-        let got = collector.await.unwrap().unwrap_or_else(|e| panic!("client {i}: {e}"));
+        let (ws, got) = collector.await.unwrap();
+        open.push(ws);
+        let got = got.unwrap_or_else(|e| panic!("client {i}: {e}"));
         assert!(
             got == expected,
             "client {i}: every message once, in order; got {} ({:?}…)",
@@ -152,12 +161,32 @@ async fn a_thousand_subscribers_through_nginx_get_every_message_once_in_order_ac
             &got[..got.len().min(5)]
         );
     }
-    assert_eq!(new.metric("crier_ws_handoff_sockets_taken_total").await, Some(CLIENTS as f64));
-    assert_eq!(new.metric("crier_ws_sockets_open").await, Some(CLIENTS as f64));
-    let log = nginx.access_log();
-    assert!(!log.contains("\" 502 "), "nginx answered 502:\n{log}");
+    assert_eq!(new.metric("crier_ws_handoff_sockets_taken_total").await, Some(CLIENTS as f64), "{}", old.output());
+    assert_eq!(new.metric("crier_ws_sockets_open").await, Some(CLIENTS as f64), "every client still connected");
+    for ws in &mut open {
+        assert!(ws.try_recv().is_none(), "nothing after the last message, no close");
+    }
+    // A new client through nginx reaches the new process.
+    let mut late = WsClient::open(&url).await;
+    redis.publish("broadcast:handoff", "late").await;
+    assert_eq!(late.expect_text(Duration::from_secs(10)).await, "late");
+    // Websocket requests are logged when they end: close every client, then read the logs.
+    drop(late);
+    for ws in open {
+        let _ = ws.close().await;
+    }
+    let access = nginx.dir().join("access.log");
+    let read = || std::fs::read_to_string(&access).unwrap_or_default();
+    wait_until(Duration::from_secs(30), "every websocket logged by nginx", || async {
+        read().lines().filter(|l| l.contains("/ws/handoff")).count() > CLIENTS
+    })
+    .await;
+    let log = read();
+    let bad: Vec<&str> = log.lines().filter(|l| l.contains("/ws/") && !l.contains("\" 101 ")).collect();
+    assert!(bad.is_empty(), "nginx answered a websocket request with something else than 101: {bad:?}");
     let errors = nginx.error_log();
-    assert!(!errors.contains("upstream"), "nginx logged upstream errors:\n{errors}");
+    let upstream: Vec<&str> = errors.lines().filter(|l| l.contains("/ws/")).collect();
+    assert!(upstream.is_empty(), "nginx logged errors for websockets: {upstream:?}");
 }
 
 /// Opens `n` clients of `url` concurrently.
@@ -178,7 +207,7 @@ async fn futures_join(n: usize, url: &str) -> Vec<WsClient> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragmented_message_and_a_slow_consumers_queue_continue_across_a_handoff() {
     let redis = Redis::start().await;
-    let mut old = ServerProcess::wsserver(&redis.url(), &["--queue-depth", "10000"]).await;
+    let mut old = ServerProcess::wsserver(&redis.url(), &["--queue-depth", "10000", "--anonymous-flags", "*"]).await;
     // A client halfway through a fragmented message it publishes (and receives back: echo).
     let mut writer = RawConn::websocket(old.addr, "/ws/frag?subscribe-broadcast&publish-broadcast&echo").await;
     writer.send(&FrameBuilder::text(b"hel").not_fin().build()).await;

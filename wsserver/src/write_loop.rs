@@ -16,7 +16,13 @@ use crate::close::PING_TIMEOUT;
 use crate::frame::{self, OpCode};
 use crate::keepalive::{Keepalive, Liveness, Tick};
 use crate::outbox::{Batch, Outbox};
-use crate::writer::SocketWriter;
+use crate::writer::{Progress, SocketWriter};
+
+/// How a batch's write ended.
+enum Written {
+    Done(bool),
+    Frozen,
+}
 
 /// Most bytes one vectored write carries.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -57,18 +63,30 @@ pub async fn write_loop(
                 // since a close frame can no longer follow a half-written frame.
                 // Boxed: the write's state (its readiness and urgent-close waiters) is only
                 // held while writing, not by every idle write loop.
+                let mut progress = Progress::default();
                 let written = Box::pin(async {
                     tokio::select! {
-                        r = writer.write_all(&batch.frames) => r.is_ok(),
+                        r = writer.write_tracked(&batch.frames, &mut progress) => Written::Done(r.is_ok()),
                         () = outbox.urgent() => {
                             tracing::debug!("abandoning a write the peer does not take");
-                            false
+                            Written::Done(false)
                         }
+                        // A live hand-off does not wait for a peer that does not read: the
+                        // rest of the batch goes back to the front of the queue.
+                        () = outbox.freeze_wanted() => Written::Frozen,
                     }
                 })
                 .await;
-                if !written {
-                    break None;
+                match written {
+                    Written::Done(true) => {}
+                    Written::Done(false) => break None,
+                    Written::Frozen => {
+                        let (rest, partial) = progress.unwritten(&batch.frames);
+                        outbox.requeue_unwritten(rest, partial);
+                        batch.frames.clear();
+                        batch.close = None;
+                        continue;
+                    }
                 }
                 keepalive.wrote(Instant::now());
                 if since != 0 {

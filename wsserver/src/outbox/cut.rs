@@ -72,6 +72,31 @@ impl Outbox {
     pub fn request_freeze(&self) {
         self.lock().freeze = true;
         self.shared.wake.notify_one();
+        self.shared.urgent.notify_waiters();
+    }
+
+    /// Resolves once a freeze is asked for (the write loop stops a stalled write for it).
+    pub async fn freeze_wanted(&self) {
+        loop {
+            let notified = self.shared.urgent.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().freeze {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Puts the unwritten rest of an interrupted batch back at the front of the queue, in
+    /// order; `partial`: its first frame is partly written.
+    pub fn requeue_unwritten(&self, rest: Vec<Bytes>, partial: bool) {
+        let mut state = self.lock();
+        for frame in rest.into_iter().rev() {
+            state.frames.push_front(frame);
+        }
+        state.partial_front = partial;
+        state.writing = false;
     }
 
     /// Whether the socket is closing (it then stays with its process to finish the close).
