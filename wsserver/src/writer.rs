@@ -200,7 +200,8 @@ pub(crate) mod tests {
         let frames: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
         let mut progress = Progress::default();
         let stalled =
-            tokio::time::timeout(std::time::Duration::from_millis(300), writer.write_tracked(&frames, &mut progress)).await;
+            tokio::time::timeout(std::time::Duration::from_millis(300), writer.write_tracked(&frames, &mut progress))
+                .await;
         assert!(stalled.is_err(), "the peer reads nothing: the write stalls");
         let (rest, partial) = progress.unwritten(&frames);
         assert!(!rest.is_empty() && rest.len() < frames.len());

@@ -51,34 +51,46 @@ pub enum Offered {
 pub struct Offer {
     id: u64,
     kind: Kind,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     state: Vec<u8>,
     outbox: Outbox,
     reply: oneshot::Sender<Offered>,
 }
 
 /// Where frozen sockets find the running hand-off. A std `Mutex`: touched once per socket
-/// per hand-off, never held across `.await`.
-#[derive(Default)]
-pub struct Slot(Mutex<Option<mpsc::UnboundedSender<Offer>>>);
+/// per hand-off, never held across `.await`. At most [`BATCH`] sockets are on offer at once:
+/// each holds a second descriptor of its connection until it is answered, and a process with
+/// as many sockets as its descriptor limit allows has no room for one per socket.
+pub struct Slot {
+    sender: Mutex<Option<mpsc::UnboundedSender<Offer>>>,
+    on_offer: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot { sender: Mutex::default(), on_offer: Arc::new(tokio::sync::Semaphore::new(BATCH)) }
+    }
+}
 
 impl Slot {
     fn set(&self, to: Option<mpsc::UnboundedSender<Offer>>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = to;
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = to;
     }
 
     fn sender(&self) -> Option<mpsc::UnboundedSender<Offer>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 /// Offers a frozen socket to the running hand-off and waits for its fate.
 pub async fn offer(app: &App, stream: &Stream, live: &Live) -> Offered {
     let outbox = &live.joined.outbox;
-    let Some(sender) = app.handoff.sender() else { return Offered::Stay };
-    if !outbox.freeze_requested() || outbox.is_closing() {
+    if app.handoff.sender().is_none() || !outbox.freeze_requested() || outbox.is_closing() {
         return Offered::Stay;
     }
+    let Ok(_on_offer) = app.handoff.on_offer.acquire().await else { return Offered::Stay };
+    // The hand-off may have ended while this socket waited for its turn.
+    let Some(sender) = app.handoff.sender() else { return Offered::Stay };
     let (kind, fd) = match stream {
         Stream::Tcp(s) => (Kind::Tcp, s.as_fd().try_clone_to_owned()),
         Stream::Unix(s) => (Kind::Unix, s.as_fd().try_clone_to_owned()),
@@ -88,7 +100,7 @@ pub async fn offer(app: &App, stream: &Stream, live: &Live) -> Offered {
     let heard_ago_ms = app.registry.now_us().saturating_sub(heard_us) / 1000;
     let state = SocketState::capture(&live.socket, &live.reader, Vec::new(), heard_ago_ms).encode();
     let (reply, answer) = oneshot::channel();
-    let offer = Offer { id: live.joined.id, kind, fd, state, outbox: outbox.clone(), reply };
+    let offer = Offer { id: live.joined.id, kind, fd: Some(fd), state, outbox: outbox.clone(), reply };
     if sender.send(offer).is_err() {
         return Offered::Stay;
     }
@@ -201,7 +213,10 @@ impl Successor {
     }
 
     async fn batches(&mut self, app: &Arc<App>, offers: &mut mpsc::UnboundedReceiver<Offer>) -> Result<(), GiveError> {
-        let deadline = tokio::time::Instant::now() + app.config.drain_deadline.max(Duration::from_secs(10));
+        // Sockets that do not offer themselves within this time after the last batch (stuck in
+        // their handshake) are left to the caller's drain.
+        let stall = app.config.drain_deadline.max(Duration::from_secs(10));
+        let mut deadline = tokio::time::Instant::now() + stall;
         let mut number = 0u32;
         let mut check = tokio::time::interval(Duration::from_millis(20));
         loop {
@@ -213,7 +228,7 @@ impl Successor {
                     }
                     if tokio::time::Instant::now() > deadline {
                         let left = app.metrics.sockets_open.load(Ordering::Relaxed);
-                        tracing::warn!(sockets = left, "hand-off deadline reached; the sockets not handed are closed");
+                        tracing::warn!(sockets = left, ?stall, "no socket offered itself for a while; the rest are closed");
                         app.metrics.handoff_closed.fetch_add(left.max(0) as u64, Ordering::Relaxed);
                         return Ok(());
                     }
@@ -230,6 +245,7 @@ impl Successor {
             }
             number += 1;
             self.batch(app, batch, number).await?;
+            deadline = tokio::time::Instant::now() + stall;
         }
     }
 
@@ -240,7 +256,7 @@ impl Successor {
         let mut pending: HashMap<u64, (Offer, crate::registry::Membership)> = HashMap::new();
         let mut waits = Vec::new();
         let mut failure = None;
-        for offer in batch {
+        for mut offer in batch {
             if failure.is_some() || offer.outbox.is_closing() {
                 let _ = offer.reply.send(Offered::Stay);
                 continue;
@@ -249,10 +265,10 @@ impl Successor {
             let member = Member { outbox: offer.outbox.clone(), echo_filter: None, gate: None };
             let (membership, w) = app.registry.join(offer.id, member, vec![markers.clone()]);
             waits.extend(w);
-            let fd = offer.fd.try_clone().map_err(GiveError::Spawn);
-            let msg = Msg::Socket { id: offer.id, kind: offer.kind, batch: number, state: offer.state.clone() };
-            if let Err(e) = fd.and_then(|fd| Ok(self.link.send(&msg, vec![fd])?)) {
-                failure = Some(e);
+            let msg =
+                Msg::Socket { id: offer.id, kind: offer.kind, batch: number, state: std::mem::take(&mut offer.state) };
+            if let Err(e) = self.link.send(&msg, offer.fd.take().into_iter().collect()) {
+                failure = Some(e.into());
             }
             pending.insert(offer.id, (offer, membership));
         }
