@@ -170,7 +170,7 @@ pub async fn run_with(
         // closed with 1001) rather than cut off, which nginx would turn into a 502.
         answer_accepted: true,
     };
-    let (mut successors, handoff_busy) = crate::handoff::give::requests(handoff.give_on_sigusr2, handoff_listeners);
+    let mut requests = crate::handoff::give::requests(handoff.give_on_sigusr2, handoff_listeners);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = Vec::new();
     loop {
@@ -184,7 +184,7 @@ pub async fn run_with(
         let stopped = tokio::select! {
             () = &mut shutdown => Stopped::Shutdown,
             () = taking_failed.cancelled() => Stopped::Shutdown,
-            Some(successor) = successors.recv() => Stopped::Handoff(successor),
+            Some(successor) = requests.successors.recv() => Stopped::Handoff(successor),
         };
         // Returns once the accept loop stopped, with every HTTP connection told to finish.
         stop.cancel();
@@ -197,11 +197,12 @@ pub async fn run_with(
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!("live hand-off abandoned: {e}; accepting again");
-                    handoff_busy.store(false, Ordering::SeqCst);
+                    requests.busy.store(false, Ordering::SeqCst);
                 }
             },
         }
     }
+    requests.stop().await;
     drop(listeners.websocket);
 
     // Tell: no new connections, every socket gets 1001.

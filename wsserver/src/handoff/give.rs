@@ -363,27 +363,43 @@ pub fn marker(nonce: &str, number: u32) -> (Bytes, usize, String) {
     (frame, shared, payload)
 }
 
+/// Hand-off requests: new processes, ready ([`requests`]).
+pub struct Requests {
+    pub successors: mpsc::Receiver<Successor>,
+    /// Set while a hand-off runs; cleared by the caller when one is abandoned.
+    pub busy: Arc<std::sync::atomic::AtomicBool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Requests {
+    /// Stops listening for SIGUSR2 and closes the copies of the listeners kept for new
+    /// processes (a unix socket's file is only removed once nothing listens on it).
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 /// Starts a new process on each SIGUSR2 (when `enabled`) and yields it once ready; signals
-/// while one hand-off runs are ignored (`busy` is cleared by the caller when a hand-off is
-/// abandoned). `listeners` are passed to each new process.
-pub fn requests(
-    enabled: bool,
-    listeners: Vec<(Role, Listener)>,
-) -> (mpsc::Receiver<Successor>, Arc<std::sync::atomic::AtomicBool>) {
-    let (tx, rx) = mpsc::channel(1);
+/// while one hand-off runs are ignored. `listeners` are passed to each new process.
+pub fn requests(enabled: bool, listeners: Vec<(Role, Listener)>) -> Requests {
+    let (tx, successors) = mpsc::channel(1);
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let idle = |successors, busy| Requests { successors, busy, task: None };
     if !enabled {
-        return (rx, busy);
+        return idle(successors, busy);
     }
     let mut signals = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot listen for SIGUSR2 (live hand-off): {e}");
-            return (rx, busy);
+            return idle(successors, busy);
         }
     };
     let flag = busy.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while signals.recv().await.is_some() {
             if flag.swap(true, Ordering::SeqCst) {
                 tracing::warn!("SIGUSR2 ignored: a live hand-off is already running");
@@ -403,5 +419,5 @@ pub fn requests(
             }
         }
     });
-    (rx, busy)
+    Requests { successors, busy, task: Some(task) }
 }
