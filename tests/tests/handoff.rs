@@ -293,3 +293,28 @@ async fn when_the_new_process_dies_midway_the_old_one_keeps_every_socket_and_acc
     assert_eq!(fresh.expect_text(Duration::from_secs(10)).await, "new client");
     assert_eq!(old.metric("crier_ws_sockets_open").await, Some(4.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_on_a_unix_listener_behind_nginx_are_handed_too() {
+    let redis = Redis::start().await;
+    let dir = crier_tests::TempDir::new("handoff-unix").expect("temp dir");
+    let path = dir.path().join("ws.sock");
+    let mut old = ServerProcess::wsserver_on_unix(&redis.url(), &path, &[]).await;
+    let nginx = Nginx::start("127.0.0.1:9", &old.upstream).await;
+    let url = format!("ws://{}/ws/unix?subscribe-broadcast", nginx.addr());
+    let mut clients = vec![WsClient::open(&url).await, WsClient::open(&url).await];
+    wait_until(Duration::from_secs(10), "wsserver subscribed", || async { redis.numsub("broadcast:unix").await == 1 })
+        .await;
+    redis.publish("broadcast:unix", "before").await;
+    let new = hand_off(&mut old).await;
+    redis.publish("broadcast:unix", "after").await;
+    for ws in &mut clients {
+        assert_eq!(ws.expect_text(Duration::from_secs(10)).await, "before");
+        assert_eq!(ws.expect_text(Duration::from_secs(10)).await, "after");
+    }
+    assert!(path.exists(), "the socket file stays: the new process listens on it");
+    let mut fresh = WsClient::open(&url).await;
+    redis.publish("broadcast:unix", "new").await;
+    assert_eq!(fresh.expect_text(Duration::from_secs(10)).await, "new");
+    assert_eq!(new.metric("crier_ws_handoff_sockets_taken_total").await, Some(2.0));
+}
