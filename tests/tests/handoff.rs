@@ -265,8 +265,9 @@ async fn sockets_a_new_process_of_another_state_version_refuses_get_1001_and_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_new_process_dies_midway_the_old_one_keeps_every_socket_and_accepts_again() {
     let redis = Redis::start().await;
-    // Test-only: the new process exits when the second socket arrives.
-    let env = [("CRIER_HANDOFF_TEST_EXIT_AFTER", "1")];
+    // Test-only: the new process exits when the first socket arrives, after it said it was
+    // ready, took the listeners, and the old process stopped accepting and froze the sockets.
+    let env = [("CRIER_HANDOFF_TEST_EXIT_AFTER", "0")];
     let old = ServerProcess::wsserver_with_env(&redis.url(), &[], &env).await;
     let url = format!("ws://{}/ws/news?subscribe-broadcast", old.addr);
     let mut clients = Vec::new();

@@ -184,7 +184,8 @@ impl Successor {
         let started = tokio::time::Instant::now();
         let (offers_tx, mut offers) = mpsc::unbounded_channel();
         app.handoff.set(Some(offers_tx));
-        app.sockets.freeze_all();
+        app.sockets.begin_handoff();
+        app.sockets.freeze_some(BATCH);
         let open = app.metrics.sockets_open.load(Ordering::Relaxed);
         tracing::info!(sockets = open, "live hand-off: passing the sockets to the new process");
         let result = self.batches(app, &mut offers).await;
@@ -226,6 +227,10 @@ impl Successor {
                     if app.metrics.sockets_open.load(Ordering::Relaxed) <= 0 {
                         return Ok(());
                     }
+                    // Nothing on offer (the frozen sockets closed instead, say): freeze more.
+                    if app.handoff.on_offer.available_permits() == BATCH && app.sockets.freeze_some(BATCH) > 0 {
+                        deadline = tokio::time::Instant::now() + stall;
+                    }
                     if tokio::time::Instant::now() > deadline {
                         let left = app.metrics.sockets_open.load(Ordering::Relaxed);
                         tracing::warn!(sockets = left, ?stall, "no socket offered itself for a while; the rest are closed");
@@ -244,6 +249,8 @@ impl Successor {
                 }
             }
             number += 1;
+            // The next batch's sockets stop while this one is handed.
+            app.sockets.freeze_some(batch.len());
             self.batch(app, batch, number).await?;
             deadline = tokio::time::Instant::now() + stall;
         }
