@@ -15,7 +15,8 @@
 //!    listening sockets and a random nonce; the new process connects to Redis and subscribes,
 //!    starts accepting on the same listening sockets, and says it is ready. The old process
 //!    stops accepting. (A client connecting now is accepted by one of the two.)
-//! 2. Every socket of the old process stops at a frame boundary: its write loop after the
+//! 2. One batch ahead of the hand-off (`OpenSockets::freeze_some`), each socket of the old
+//!    process stops at a frame boundary: its write loop after the
 //!    write in progress (nothing is half-written, except the rest of a frame a direct write
 //!    left partly written, which stays first in the queue), its read loop between reads (a
 //!    frame partway read stays in the reader and travels in the state). Deliveries keep being
