@@ -170,7 +170,7 @@ pub async fn run_with(
         // closed with 1001) rather than cut off, which nginx would turn into a 502.
         answer_accepted: true,
     };
-    let mut requests = crate::handoff::give::requests(handoff.give_on_sigusr2, handoff_listeners);
+    let mut requests = crate::handoff::trigger::requests(handoff.give_on_sigusr2, handoff_listeners);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = Vec::new();
     loop {

@@ -6,6 +6,7 @@
 //! - [`give`]: the old process: start the new one ([`spawn`]), pass the listeners, then the
 //!   sockets in batches.
 //! - [`take`]: the new process: take the listeners, resume each socket.
+//! - [`trigger`]: SIGUSR2 starts one.
 //! - [`link`]: the messages between the two; [`fd_pass`]: descriptors over the unix socket;
 //!   [`state`]: one socket's versioned state.
 //!
@@ -62,3 +63,4 @@ pub mod link;
 pub mod spawn;
 pub mod state;
 pub mod take;
+pub mod trigger;
