@@ -376,7 +376,11 @@ reload_hands_off() {
     in_ct systemctl reload crier-wsserver || return 1
     # The old process names the new one MainPID once every socket is handed, then exits.
     poll 30 main_pid_moved "$before" || { echo "MainPID stayed $before"; return 1; }
-    [[ $(in_ct systemctl is-active crier-wsserver) == active ]] || { echo "not active after reload"; return 1; }
+    [[ $(in_ct systemctl is-active crier-wsserver) == active ]] || {
+        echo "not active after reload"
+        in_ct journalctl --no-pager -n 40 -u crier-wsserver
+        return 1
+    }
     poll 20 publish_received after-reload || return 1
     poll 20 probe_says handoff 'message after-reload' || return 1
     if grep -Eq '^(close|error)' "$PROBE_DIR/handoff"; then cat "$PROBE_DIR/handoff"; return 1; fi

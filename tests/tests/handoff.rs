@@ -319,3 +319,36 @@ async fn sockets_on_a_unix_listener_behind_nginx_are_handed_too() {
     assert_eq!(fresh.expect_text(Duration::from_secs(10)).await, "new");
     assert_eq!(new.metric("crier_ws_handoff_sockets_taken_total").await, Some(2.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_the_new_main_pid_then_ready_and_never_stopping() {
+    let redis = Redis::start().await;
+    let dir = crier_tests::TempDir::new("handoff-notify").expect("temp dir");
+    let path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    notify.set_nonblocking(true).unwrap();
+    let env = [("NOTIFY_SOCKET", path.to_str().expect("utf-8 path"))];
+    let mut old = ServerProcess::wsserver_with_env(&redis.url(), &[], &env).await;
+    let mut ws = WsClient::open(&format!("ws://{}/ws/news?subscribe-broadcast", old.addr)).await;
+    let new = hand_off(&mut old).await;
+    let mut said = Vec::new();
+    wait_until(Duration::from_secs(10), "the new process reports READY=1", || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = notify.recv(&mut buf) {
+            said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let done = said.iter().filter(|m| m.contains("READY=1")).count() >= 2;
+        async move { done }
+    })
+    .await;
+    let main_pid = said.iter().position(|m| *m == format!("MAINPID={}", new.pid)).expect("MAINPID= of the new process");
+    let ready = said.iter().rposition(|m| m.contains("READY=1")).expect("READY=1");
+    assert!(main_pid > 0 && ready > 0, "{said:?}");
+    assert!(!said.iter().any(|m| m.contains("STOPPING=1")), "the service is not stopping: {said:?}");
+    wait_until(Duration::from_secs(10), "the new process subscribed", || async {
+        redis.numsub("broadcast:news").await == 1
+    })
+    .await;
+    redis.publish("broadcast:news", "served").await;
+    assert_eq!(ws.expect_text(Duration::from_secs(10)).await, "served");
+}

@@ -173,6 +173,7 @@ pub async fn run_with(
     let mut requests = crate::handoff::trigger::requests(handoff.give_on_sigusr2, handoff_listeners);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = Vec::new();
+    let mut handed_over = false;
     loop {
         // Each round serves copies of the listeners, so that a failed hand-off can accept again.
         let round: Vec<Listener> = listeners.websocket.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
@@ -194,7 +195,10 @@ pub async fn run_with(
         match stopped {
             Stopped::Shutdown => break,
             Stopped::Handoff(successor) => match successor.hand_over(&app).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    handed_over = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!("live hand-off abandoned: {e}; accepting again");
                     requests.busy.store(false, Ordering::SeqCst);
@@ -206,7 +210,11 @@ pub async fn run_with(
     drop(listeners.websocket);
 
     // Tell: no new connections, every socket gets 1001.
-    service::notify::notify_stopping();
+    // After a hand-off the service is not stopping: the new process is its main process now
+    // (and with NotifyAccess=all systemd would take STOPPING=1 from this one too).
+    if !handed_over {
+        service::notify::notify_stopping();
+    }
     app.draining.store(true, Ordering::Relaxed);
     let open = app.metrics.sockets_open.load(Ordering::Relaxed);
     tracing::info!(sockets = open, deadline = ?app.config.drain_deadline, "draining");
