@@ -52,6 +52,8 @@ pub struct SocketState {
     /// The fragmented message the reader was partway through: its opcode and bytes so far.
     pub partial: Option<(u8, Vec<u8>)>,
     /// Encoded frames queued for the client and not yet written, in the order to write them.
+    /// The live hand-off leaves it empty: deliveries keep arriving until the socket's cut, so
+    /// its queue follows later in the `Tail` message ([`super::link::Msg::Tail`]).
     pub queued: Vec<Vec<u8>>,
     /// Milliseconds since the client was last heard from, so the ping timeout carries over.
     pub heard_ago_ms: u64,
