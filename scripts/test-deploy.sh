@@ -286,8 +286,9 @@ installed_tree() {
     done
     for f in "${UNITS[@]}" "${SOCKETS[@]}"; do
         [[ -f $DEST/etc/systemd/system/$f ]] || { echo "missing unit $f"; return 1; }
-        if grep -E '^Exec' "$DEST/etc/systemd/system/$f" | grep -Eqv '=-?/usr/local/bin/'; then
-            echo "$f: an Exec line does not run /usr/local/bin/…"; return 1
+        # ExecStart*= run Crier's binaries (ExecReload= runs kill).
+        if grep -E '^ExecStart' "$DEST/etc/systemd/system/$f" | grep -Eqv '=-?/usr/local/bin/'; then
+            echo "$f: an ExecStart line does not run /usr/local/bin/…"; return 1
         fi
     done
     for f in wsserver.env wsserver-8082.env; do
@@ -314,8 +315,8 @@ prefix_render() {
     local dest=$WORK/dest-prefix
     DESTDIR=$dest bash scripts/install.sh --no-build --bin-dir "$BIN_DIR" --prefix /opt/crier >/dev/null 2>&1 || return 1
     [[ -x $dest/opt/crier/bin/wsserver ]] || { echo "no /opt/crier/bin/wsserver"; return 1; }
-    grep -h '^Exec' "$dest"/etc/systemd/system/crier-*.service
-    ! grep -h '^Exec' "$dest"/etc/systemd/system/crier-*.service | grep -Ev '=-?/opt/crier/bin/'
+    grep -h '^ExecStart' "$dest"/etc/systemd/system/crier-*.service
+    ! grep -h '^ExecStart' "$dest"/etc/systemd/system/crier-*.service | grep -Ev '=-?/opt/crier/bin/'
 }
 check "install.sh --prefix /opt/crier renders the units' Exec lines" prefix_render
 

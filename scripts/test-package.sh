@@ -365,6 +365,30 @@ restart_drains() {
 }
 check "systemctl restart crier-wsserver: its sockets get close 1001, the unit is active again" restart_drains
 
+# --- reload hands every socket to a new process ---------------------------------------------------
+
+main_pid_moved() { local now; now=$(main_pid crier-wsserver); [[ $now != "$1" && $now != 0 ]]; }
+reload_hands_off() {
+    local before
+    before=$(main_pid crier-wsserver)
+    probe handoff ws://localhost/ws/boot?subscribe-broadcast --unix /run/crier/wsserver.sock
+    poll 20 probe_says handoff open || return 1
+    in_ct systemctl reload crier-wsserver || return 1
+    # The old process names the new one MainPID once every socket is handed, then exits.
+    poll 30 main_pid_moved "$before" || { echo "MainPID stayed $before"; return 1; }
+    [[ $(in_ct systemctl is-active crier-wsserver) == active ]] || {
+        echo "not active after reload"
+        in_ct journalctl --no-pager -n 40 -u crier-wsserver
+        return 1
+    }
+    poll 20 publish_received after-reload || return 1
+    poll 20 probe_says handoff 'message after-reload' || return 1
+    if grep -Eq '^(close|error)' "$PROBE_DIR/handoff"; then cat "$PROBE_DIR/handoff"; return 1; fi
+    in_ct journalctl --no-pager -u crier-wsserver | grep -F 'live hand-off done'
+}
+check "systemctl reload crier-wsserver: a new process takes the open websocket (no close), MainPID moves" \
+    reload_hands_off
+
 # --- a bad value fails the start, without a restart loop -------------------------------------------
 
 # start_fails PORT VALUE MESSAGE: with VALUE in /etc/crier/wsserver-PORT.env, starting the

@@ -164,6 +164,12 @@ impl KeyPrefix {
     pub fn session_revocations(&self) -> ChannelName {
         ChannelName(format!("{}crier:session-revocations", self.0))
     }
+
+    /// Private channel of one live hand-off between two wsserver processes (`nonce` is random
+    /// per hand-off): its cut markers, see wsserver's `handoff` module.
+    pub fn handoff_markers(&self, nonce: &str) -> ChannelName {
+        ChannelName(format!("{}crier:handoff:{nonce}", self.0))
+    }
 }
 
 /// The part of a key Redis Cluster hashes to find its slot: the text between the first `{` and

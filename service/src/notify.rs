@@ -5,6 +5,18 @@ pub fn notify_ready() {
     send("READY=1\nSTATUS=ready");
 }
 
+/// Tells systemd that `pid` is the service's main process from now on (sent by the old main
+/// process of a live hand-off just before it exits, naming the new one).
+pub fn notify_main_pid(pid: u32) {
+    send(&format!("MAINPID={pid}"));
+}
+
+/// Tells systemd the new process of a live hand-off is ready (accepted from a process that is
+/// not the main one only with `NotifyAccess=all`).
+pub fn notify_took_over() {
+    send("READY=1\nSTATUS=ready (took over the sockets of the previous process)");
+}
+
 /// Tells systemd the service is stopping.
 pub fn notify_stopping() {
     send("STOPPING=1");

@@ -99,6 +99,32 @@ impl ServerProcess {
         server
     }
 
+    /// Like [`ServerProcess::wsserver`], with extra environment variables (the hand-off's
+    /// test-only switches).
+    pub async fn wsserver_with_env(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let (addr, admin) = (free_port(), free_port());
+        let mut all = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--redis-url".into(),
+            redis_url.into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut command = Command::new(bin_dir().join("wsserver"));
+        command.args(&all).env("RUST_LOG", "info").envs(env.iter().copied());
+        let mut server = ServerProcess {
+            name: "wsserver",
+            process: ChildProcess::spawn("wsserver", command),
+            addr,
+            upstream: addr.to_string(),
+            admin: Some(admin),
+        };
+        server.wait_ready(&format!("http://{admin}/readyz")).await;
+        server
+    }
+
     /// Starts `wsserver` listening on the unix socket `socket` (admin on a free loopback port)
     /// with `--redis-url redis_url` and `args`, and waits until its /readyz answers 200.
     pub async fn wsserver_on_unix(redis_url: &str, socket: &std::path::Path, args: &[&str]) -> ServerProcess {

@@ -46,6 +46,8 @@ pub struct App {
     pub heartbeat: Option<Heartbeat>,
     /// Sockets of logged-in sessions, closed when their session ends.
     pub session_ends: SessionEnds,
+    /// Where frozen sockets are offered while a live hand-off runs ([`crate::handoff::give`]).
+    pub handoff: crate::handoff::give::Slot,
 }
 
 impl App {
@@ -115,6 +117,10 @@ pub struct OpenSockets {
 struct OpenSocketsInner {
     outboxes: HashMap<u64, crate::outbox::Outbox>,
     closing: Option<crate::outbox::CloseReason>,
+    /// A live hand-off runs: sockets opened meanwhile are frozen at once too.
+    freezing: bool,
+    /// Sockets open when the hand-off began and not yet asked to freeze.
+    to_freeze: Vec<u64>,
 }
 
 impl OpenSockets {
@@ -124,6 +130,9 @@ impl OpenSockets {
         match inner.closing {
             Some(reason) => outbox.close(reason),
             None => {
+                if inner.freezing {
+                    outbox.request_freeze();
+                }
                 inner.outboxes.insert(id, outbox.clone());
             }
         }
@@ -131,6 +140,44 @@ impl OpenSockets {
 
     pub fn remove(&self, id: u64) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).outboxes.remove(&id);
+    }
+
+    /// Starts a live hand-off: every socket opened from now until [`OpenSockets::thaw_all`] is
+    /// asked at once to stop at a frame boundary and offer itself; the sockets open now are
+    /// asked [`OpenSockets::freeze_some`] at a time, so that only those about to be handed
+    /// stop delivering.
+    pub fn begin_handoff(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.freezing = true;
+        let mut ids: Vec<u64> = inner.outboxes.keys().copied().collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        inner.to_freeze = ids;
+    }
+
+    /// Asks up to `n` more of the sockets open when the hand-off began to freeze (oldest
+    /// first); returns how many were asked.
+    pub fn freeze_some(&self, n: usize) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut asked = 0;
+        while asked < n {
+            let Some(id) = inner.to_freeze.pop() else { break };
+            if let Some(outbox) = inner.outboxes.get(&id) {
+                outbox.request_freeze();
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Ends [`OpenSockets::begin_handoff`] (the hand-off failed): sockets not yet offered
+    /// keep running here.
+    pub fn thaw_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.freezing = false;
+        inner.to_freeze = Vec::new();
+        for outbox in inner.outboxes.values() {
+            outbox.thaw();
+        }
     }
 
     /// Tells every open socket, and every socket opened from now on, to close with `reason`.
@@ -162,6 +209,28 @@ mod tests {
         let _local = limit.acquire(None).expect("unix-socket clients without an address count apart");
         let _local2 = limit.acquire(None).expect("second");
         assert!(limit.acquire(None).is_none(), "and share one limit");
+    }
+
+    #[test]
+    fn a_handoff_freezes_the_open_sockets_a_batch_at_a_time_and_new_ones_at_once() {
+        let sockets = OpenSockets::default();
+        let outboxes: Vec<crate::outbox::Outbox> = (0..5).map(|_| crate::outbox::Outbox::for_test(4)).collect();
+        for (id, outbox) in outboxes.iter().enumerate() {
+            sockets.add(id as u64, outbox);
+        }
+        sockets.begin_handoff();
+        assert!(outboxes.iter().all(|o| !o.freeze_requested()), "nothing frozen before it is asked");
+        sockets.remove(1);
+        assert_eq!(sockets.freeze_some(2), 2);
+        let frozen: Vec<bool> = outboxes.iter().map(crate::outbox::Outbox::freeze_requested).collect();
+        assert_eq!(frozen, [true, false, true, false, false], "oldest first, a closed one skipped");
+        let late = crate::outbox::Outbox::for_test(4);
+        sockets.add(9, &late);
+        assert!(late.freeze_requested(), "a socket opened during the hand-off freezes at once");
+        assert_eq!(sockets.freeze_some(10), 2);
+        assert_eq!(sockets.freeze_some(10), 0);
+        sockets.thaw_all();
+        assert!(outboxes.iter().chain([&late]).all(|o| !o.freeze_requested()));
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! two halves until the close handshake is done: the read loop ([`crate::read_loop`], this
 //! task) and the write loop ([`crate::write_loop`], its own task). Kernel writes only happen in
 //! [`crate::writer`]; everything else reaches the socket through its outbox.
+//!
+//! A live hand-off ([`crate::handoff`]) freezes both halves at a frame boundary: the stream is
+//! put back together and offered to the new process; if it is not taken the halves run again
+//! on the same socket state.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -15,71 +19,110 @@ use crate::app::App;
 pub use crate::close::GOING_AWAY;
 use crate::close::NORMAL;
 use crate::frame_reader::FrameReader;
+use crate::handoff::give::Offered;
 pub use crate::join::Socket;
-use crate::join::{join, replay};
+use crate::join::{join, replay, Joined};
 use crate::keepalive::Liveness;
 use crate::publisher::Publisher;
 use crate::read_loop::read_loop;
 use crate::write_loop::write_loop;
 use crate::writer::{SocketWriter, WriteHalf};
 
-/// Serves one upgraded socket until it closes. `read_ahead` holds what the client sent after
-/// its upgrade request in the same read. `guards` (the connection permit and the per-address
-/// slot) are held for the socket's whole life.
+/// A joined socket's state, kept across a freeze: what a hand-off captures, and what the
+/// halves resume with when the socket stays.
+pub struct Live {
+    /// As the handshake resolved it (a hand-off sends it along).
+    pub socket: Socket,
+    pub joined: Joined,
+    pub reader: FrameReader,
+    pub liveness: Arc<Liveness>,
+}
+
+/// Serves one upgraded socket until it closes or is handed to a new process. `read_ahead`
+/// holds what the client sent after its upgrade request in the same read. `guards` (the
+/// connection permit and the per-address slot) are held for the socket's whole life here.
 ///
 /// Setup and publishing run in boxed futures, so the task of an idle socket only holds the
 /// small read state, not the largest state of every await here: that is memory per socket.
 pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: Stream, read_ahead: Bytes, socket: Socket, guards: G) {
-    match stream {
-        Stream::Tcp(s) => {
-            let (rd, wr) = s.into_split();
-            serve_halves(app, rd, WriteHalf::Tcp(wr), read_ahead, socket, guards).await;
-        }
-        Stream::Unix(s) => {
-            let (rd, wr) = s.into_split();
-            serve_halves(app, rd, WriteHalf::Unix(wr), read_ahead, socket, guards).await;
-        }
-    }
+    let kept = socket.clone();
+    let (joined, waits) = join(&app, socket, None);
+    Box::pin(replay(&app, &joined, waits)).await;
+    let reader = FrameReader::with_read_ahead(app.config.max_message_size, &read_ahead);
+    drop(read_ahead);
+    let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
+    Box::pin(run(app, stream, Live { socket: kept, joined, reader, liveness }, guards)).await;
 }
 
-async fn serve_halves<R: AsyncRead + Unpin, G: Send + 'static>(
-    app: Arc<App>,
+/// Runs a joined socket's two halves until it closes or a hand-off takes it (also the entry of
+/// a socket taken over from another process).
+pub async fn run<G: Send + 'static>(app: Arc<App>, mut stream: Stream, mut live: Live, guards: G) {
+    loop {
+        let frozen = match stream {
+            Stream::Tcp(s) => {
+                let (rd, wr) = s.into_split();
+                match serve_halves(&app, rd, WriteHalf::Tcp(wr), &mut live).await {
+                    Some((rd, WriteHalf::Tcp(wr))) => rd.reunite(wr).ok().map(Stream::Tcp),
+                    _ => None,
+                }
+            }
+            Stream::Unix(s) => {
+                let (rd, wr) = s.into_split();
+                match serve_halves(&app, rd, WriteHalf::Unix(wr), &mut live).await {
+                    Some((rd, WriteHalf::Unix(wr))) => rd.reunite(wr).ok().map(Stream::Unix),
+                    _ => None,
+                }
+            }
+        };
+        let Some(frozen) = frozen else { break };
+        match Box::pin(crate::handoff::give::offer(&app, &frozen, &live)).await {
+            // The new process holds its own descriptor of the connection: closing this one
+            // (no shutdown) leaves the connection open.
+            Offered::Handed => break,
+            Offered::Stay => live.joined.outbox.thaw(),
+            Offered::Close => {
+                live.joined.outbox.thaw();
+                live.joined.outbox.close(GOING_AWAY);
+            }
+        }
+        stream = frozen;
+    }
+    drop(live);
+    drop(guards);
+}
+
+/// Runs the halves until the socket closes (`None`) or is frozen for a hand-off (the halves).
+async fn serve_halves<R: AsyncRead + Unpin>(
+    app: &Arc<App>,
     mut rd: R,
     wr: WriteHalf,
-    read_ahead: Bytes,
-    socket: Socket,
-    guards: G,
-) {
-    let (joined, waits) = join(&app, socket);
-    Box::pin(replay(&app, &joined, waits)).await;
-    let outbox = &joined.outbox;
-
-    let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(app.registry.now_us()) });
+    live: &mut Live,
+) -> Option<(R, WriteHalf)> {
+    let outbox = &live.joined.outbox;
     let reader_done = CancellationToken::new();
     let writer_done = CancellationToken::new();
     let writer = app.tracker.spawn(write_loop(
         app.clone(),
         SocketWriter::new(wr),
         outbox.clone(),
-        liveness.clone(),
+        live.liveness.clone(),
         reader_done.clone(),
         writer_done.clone(),
     ));
 
     let publisher = Publisher {
-        app: &app,
-        history: app.history.settings().enabled(&joined.facility),
+        app,
+        history: app.history.settings().enabled(&live.joined.facility),
         outbox,
-        channels: &joined.publish,
-        subscribed: &joined.subscribe,
-        echo_filter: joined.echo_filter.as_deref(),
+        channels: &live.joined.publish,
+        subscribed: &live.joined.subscribe,
+        echo_filter: live.joined.echo_filter.as_deref(),
     };
-    let reader = FrameReader::with_read_ahead(app.config.max_message_size, &read_ahead);
-    drop(read_ahead);
-    read_loop(&app, reader, &mut rd, &publisher, &liveness, &writer_done, joined.echo_test).await;
-    reader_done.cancel();
-    outbox.close(NORMAL);
-    let _ = writer.await;
-    drop(joined);
-    drop(guards);
+    read_loop(app, &mut live.reader, &mut rd, &publisher, &live.liveness, &writer_done, live.joined.echo_test).await;
+    if !writer_done.is_cancelled() {
+        reader_done.cancel();
+        outbox.close(NORMAL);
+    }
+    let frozen = writer.await.ok().flatten()?;
+    Some((rd, SocketWriter::into_half(frozen)?))
 }

@@ -22,6 +22,7 @@ use crate::registry::{Member, Membership};
 use crate::session_end::SessionTracking;
 
 /// What the handshake resolved for a socket.
+#[derive(Clone)]
 pub struct Socket {
     pub facility: Facility,
     pub flags: Flags,
@@ -33,6 +34,8 @@ pub struct Socket {
 /// A socket's place in the registry, presence and the session-end list, and what it publishes
 /// to. Fields drop in order: presence is left before the channels.
 pub struct Joined {
+    /// The socket's id in this process's registry.
+    pub id: crate::clock::SocketId,
     _open: OpenGauge,
     _presence: Option<PresenceGuard>,
     _session: Option<SessionTracking>,
@@ -50,7 +53,10 @@ pub struct Joined {
 
 /// Joins the registry (live messages start queueing), presence and the session-end list.
 /// Returns a receiver per channel Redis has not confirmed yet, for [`replay`].
-pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()>>) {
+///
+/// A socket taken over from another process ([`crate::handoff`]) joins with its `cut` set
+/// before any delivery can reach it, and with its recovery (if any) already done.
+pub fn join(app: &Arc<App>, socket: Socket, cut: Option<crate::outbox::Cut>) -> (Joined, Vec<oneshot::Receiver<()>>) {
     let id = app.registry.next_socket_id();
     let open = OpenGauge::new(app.clone(), id);
     let channels = |audiences: protocol::AudienceSet| -> Vec<ChannelName> {
@@ -60,8 +66,15 @@ pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()
     let publish = channels(socket.flags.publish);
     let echo_filter = (!socket.flags.echo && !publish.is_empty()).then(|| Arc::new(EchoFilter::new()));
     let outbox = Outbox::new(app.config.queue_depth, &app.metrics);
+    let resumed = cut.is_some();
+    if let Some(cut) = cut {
+        outbox.set_cut(cut);
+    }
     let recovery = socket.recover.map(|r| (r, Arc::new(Gate::new(&app.prefix, &subscribe))));
     let gate = recovery.as_ref().map(|(_, gate)| gate.clone());
+    if let (true, Some(gate)) = (resumed, &gate) {
+        let _ = gate.open(&outbox, Vec::new(), &std::collections::HashMap::new());
+    }
     let member = Member { outbox: outbox.clone(), echo_filter: echo_filter.clone(), gate };
     // Only a logged-in session ends by announcement.
     let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
@@ -71,6 +84,7 @@ pub fn join(app: &Arc<App>, socket: Socket) -> (Joined, Vec<oneshot::Receiver<()
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
     app.sockets.add(id, &outbox);
     let joined = Joined {
+        id,
         _open: open,
         _presence: presence,
         _session: session,

@@ -17,7 +17,8 @@
 //! [`clock`] (socket ids and delivery stamps), [`close`] (every close code the server sends)
 //! and [`metrics`] are shared by all steps.
 //! The HTTP side of the upgrade is [`upgrade`] and [`handshake`].
-//! [`handoff`] holds the transport and state format for passing sockets to a new process.
+//! [`handoff`] passes the listeners and every open socket to a new process (SIGUSR2), with no
+//! reconnect and no message lost or duplicated.
 
 pub mod access;
 pub mod admin;
@@ -55,4 +56,4 @@ pub mod write_loop;
 pub mod writer;
 
 pub use config::Config;
-pub use server::{run, Listeners, RunError};
+pub use server::{run, run_with, Handoff, Listeners, RunError};

@@ -1,4 +1,5 @@
-//! wsserver binary: parse the configuration, set up logging, open the listeners, and `run`.
+//! wsserver binary: parse the configuration, set up logging, open the listeners (or take them
+//! from the previous process of a live hand-off), and `run`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,14 +25,24 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     service::init_logging(config.log_format);
-    let unix = config.unix_options();
-    let admin_addr = config.admin_listen.into();
-    let specs = [
-        Spec { name: "listen", addr: Some(&config.listen), unix: &unix },
-        Spec { name: "admin-listen", addr: Some(&admin_addr), unix: &unix },
-    ];
-    let [websocket, admin]: [Vec<_>; 2] =
-        service::listen::open(&specs).context("--listen/--admin-listen")?.try_into().expect("one per spec");
-    crier_wsserver::run(config, crier_wsserver::Listeners { websocket, admin }, service::shutdown_signal()).await?;
+    let handoff = crier_wsserver::handoff::take::Taking::connect().await.context("live hand-off")?;
+    let (listeners, take) = match handoff {
+        Some((taking, received)) => {
+            (crier_wsserver::Listeners { websocket: received.websocket, admin: received.admin }, Some(taking))
+        }
+        None => {
+            let unix = config.unix_options();
+            let admin_addr = config.admin_listen.into();
+            let specs = [
+                Spec { name: "listen", addr: Some(&config.listen), unix: &unix },
+                Spec { name: "admin-listen", addr: Some(&admin_addr), unix: &unix },
+            ];
+            let [websocket, admin]: [Vec<_>; 2] =
+                service::listen::open(&specs).context("--listen/--admin-listen")?.try_into().expect("one per spec");
+            (crier_wsserver::Listeners { websocket, admin }, None)
+        }
+    };
+    let handoff = crier_wsserver::Handoff { take, give_on_sigusr2: true };
+    crier_wsserver::run_with(config, listeners, service::shutdown_signal(), handoff).await?;
     Ok(())
 }

@@ -100,6 +100,12 @@ pub struct Metrics {
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicI64,
     pub redis_channels: AtomicI64,
+    /// Live hand-off: sockets passed to a new process, sockets it could not pass (closed with
+    /// 1001), sockets taken over from an old process, hand-offs that failed.
+    pub handoff_handed: AtomicU64,
+    pub handoff_closed: AtomicU64,
+    pub handoff_taken: AtomicU64,
+    pub handoff_failures: AtomicU64,
     /// History appends (client publishes) and recoveries.
     pub history: service::history_metrics::HistoryMetrics,
     latency_buckets: [AtomicU64; 12],
@@ -202,6 +208,36 @@ impl Metrics {
             "gauge",
             "Redis channels this process is subscribed to.",
             self.redis_channels.load(Relaxed).to_string(),
+        );
+        metric(
+            "crier_ws_process_id",
+            "gauge",
+            "This process's id (a live hand-off changes it).",
+            std::process::id().to_string(),
+        );
+        metric(
+            "crier_ws_handoff_sockets_handed_total",
+            "counter",
+            "Sockets passed to a new process by a live hand-off.",
+            get(&self.handoff_handed),
+        );
+        metric(
+            "crier_ws_handoff_sockets_closed_total",
+            "counter",
+            "Sockets a live hand-off could not pass (state refused, mid-handshake, cut lost), closed with 1001.",
+            get(&self.handoff_closed),
+        );
+        metric(
+            "crier_ws_handoff_sockets_taken_total",
+            "counter",
+            "Sockets taken over from an old process by a live hand-off.",
+            get(&self.handoff_taken),
+        );
+        metric(
+            "crier_ws_handoff_failures_total",
+            "counter",
+            "Live hand-offs abandoned (the new process died, refused or timed out); this process kept serving.",
+            get(&self.handoff_failures),
         );
         let shards = self.fanout_shards.get().map_or(&[][..], |s| &s[..]);
         let _ = writeln!(out, "# HELP crier_ws_fanout_jobs_queued Messages handed to a fan-out shard and not yet written by it, by shard.\n# TYPE crier_ws_fanout_jobs_queued gauge");

@@ -15,10 +15,11 @@ use crate::keepalive::Liveness;
 use crate::outbox::CloseReason;
 use crate::publisher::Publisher;
 
-/// Reads until the client closes, breaks the protocol, or `writer_done` fires.
+/// Reads until the client closes, breaks the protocol, or `writer_done` fires (then `reader`
+/// keeps a frame partway read, for a live hand-off).
 pub async fn read_loop<R: AsyncRead + Unpin>(
     app: &App,
-    mut reader: FrameReader,
+    reader: &mut FrameReader,
     rd: &mut R,
     publisher: &Publisher<'_>,
     liveness: &Liveness,

@@ -183,7 +183,8 @@ impl Registry {
                         continue;
                     }
                 }
-                if member.gate.is_some() {
+                // A channel outside the socket's audiences (a hand-off's markers) is plain.
+                if member.gate.as_ref().is_some_and(|gate| gate.audience(channel).is_some()) {
                     opted_in.push((*id, member.clone()));
                     continue;
                 }

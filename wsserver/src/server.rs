@@ -1,6 +1,8 @@
 //! `run`: the websocket and admin listeners (served by `service::serve`), and shutdown in three steps —
 //! decide (the `shutdown` future), tell (stop accepting, 1001 to every socket), wait (for the
-//! sockets, up to the drain deadline).
+//! sockets, up to the drain deadline). With [`Handoff`], also the live hand-off: SIGUSR2
+//! starts a new process and, once it is ready, this one stops accepting and passes its
+//! sockets over ([`crate::handoff`]); a process started by one takes over instead of binding.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,15 @@ pub struct Listeners {
     pub admin: Vec<Listener>,
 }
 
+/// The live hand-off's part in a run (none in tests that start servers in-process).
+#[derive(Default)]
+pub struct Handoff {
+    /// This process was started by a hand-off: take the sockets of the old one.
+    pub take: Option<crate::handoff::take::Taking>,
+    /// SIGUSR2 hands this process's sockets to a new process started from the program file.
+    pub give_on_sigusr2: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("invalid configuration: {0}")]
@@ -41,10 +52,29 @@ pub enum RunError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot start the fan-out threads: {0}")]
     Threads(std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] service::listen::ListenError),
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(config, listeners, shutdown, Handoff::default()).await
+}
+
+/// Why the accept loop stopped.
+enum Stopped {
+    Shutdown,
+    Handoff(crate::handoff::give::Successor),
+}
+
+/// [`run`], with a live hand-off's part: serves until `shutdown` resolves or a hand-off
+/// passed every socket to a new process.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    handoff: Handoff,
+) -> Result<(), RunError> {
     config.validate()?;
     let target = config.redis.target().map_err(|e| RunError::RedisRefused(e.to_string()))?;
     service::redis_check::at_startup(&target).await.map_err(RunError::RedisRefused)?;
@@ -86,6 +116,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         draining: AtomicBool::new(false),
         heartbeat: heartbeat.clone(),
         session_ends: session_ends.clone(),
+        handoff: Default::default(),
         config,
     });
 
@@ -104,14 +135,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         }
         .run(),
     );
-    // systemd readiness: listening (the listeners are bound) and Redis reached.
+    // systemd readiness: listening (the listeners are bound) and Redis reached. A process
+    // taking over tells the old one instead, and systemd once the hand-off is done.
+    let taking_failed = CancellationToken::new();
+    let taking = handoff.take;
+    let taking_app = app.clone();
+    let taking_stop = taking_failed.clone();
     tokio::spawn(async move {
         if redis_reached.await.is_ok() {
-            service::notify::notify_ready();
+            match taking {
+                Some(taking) => taking.serve(taking_app, taking_stop).await,
+                None => service::notify::notify_ready(),
+            }
         }
     });
     let presence_cancel = CancellationToken::new();
     let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
+    // What a hand-off passes to the new process: copies of the listeners, kept for the run.
+    let handoff_listeners = if handoff.give_on_sigusr2 { handoff_copies(&listeners)? } else { Vec::new() };
     let admin_app = app.clone();
     let admin = tokio::spawn(serve(
         listeners.admin,
@@ -129,15 +170,51 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         // closed with 1001) rather than cut off, which nginx would turn into a 502.
         answer_accepted: true,
     };
-    let upgrade_app = app.clone();
-    // Returns once `shutdown` resolves, with every HTTP connection told to finish.
-    let connections = serve(listeners.websocket, options, shutdown, move |peer, req| {
-        crate::upgrade::handle(upgrade_app.clone(), peer, req)
-    })
-    .await;
+    let mut requests = crate::handoff::trigger::requests(handoff.give_on_sigusr2, handoff_listeners);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = Vec::new();
+    let mut handed_over = false;
+    loop {
+        // Each round serves copies of the listeners, so that a failed hand-off can accept again.
+        let round: Vec<Listener> = listeners.websocket.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
+        let stop = CancellationToken::new();
+        let upgrade_app = app.clone();
+        let serving = tokio::spawn(serve(round, options, stop.clone().cancelled_owned(), move |peer, req| {
+            crate::upgrade::handle(upgrade_app.clone(), peer, req)
+        }));
+        let stopped = tokio::select! {
+            () = &mut shutdown => Stopped::Shutdown,
+            () = taking_failed.cancelled() => Stopped::Shutdown,
+            Some(successor) = requests.successors.recv() => Stopped::Handoff(successor),
+        };
+        // Returns once the accept loop stopped, with every HTTP connection told to finish.
+        stop.cancel();
+        if let Ok(tracker) = serving.await {
+            connections.push(tracker);
+        }
+        match stopped {
+            Stopped::Shutdown => break,
+            Stopped::Handoff(successor) => match successor.hand_over(&app).await {
+                Ok(()) => {
+                    handed_over = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("live hand-off abandoned: {e}; accepting again");
+                    requests.busy.store(false, Ordering::SeqCst);
+                }
+            },
+        }
+    }
+    requests.stop().await;
+    drop(listeners.websocket);
 
     // Tell: no new connections, every socket gets 1001.
-    service::notify::notify_stopping();
+    // After a hand-off the service is not stopping: the new process is its main process now
+    // (and with NotifyAccess=all systemd would take STOPPING=1 from this one too).
+    if !handed_over {
+        service::notify::notify_stopping();
+    }
     app.draining.store(true, Ordering::Relaxed);
     let open = app.metrics.sockets_open.load(Ordering::Relaxed);
     tracing::info!(sockets = open, deadline = ?app.config.drain_deadline, "draining");
@@ -146,7 +223,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     // Wait, bounded by the deadline.
     let drained = tokio::time::timeout(app.config.drain_deadline, async {
         app.tracker.wait().await;
-        connections.wait().await;
+        for tracker in &connections {
+            tracker.wait().await;
+        }
     })
     .await;
     if drained.is_err() {
@@ -162,4 +241,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = admin.await;
     tracing::info!("wsserver stopped");
     Ok(())
+}
+
+/// Copies of every listener, for the new process of a hand-off.
+fn handoff_copies(listeners: &Listeners) -> Result<Vec<(crate::handoff::link::Role, Listener)>, RunError> {
+    use crate::handoff::link::Role;
+    let websocket = listeners.websocket.iter().map(|l| Ok((Role::Websocket, l.try_clone()?)));
+    let admin = listeners.admin.iter().map(|l| Ok((Role::Admin, l.try_clone()?)));
+    websocket.chain(admin).collect()
 }

@@ -16,15 +16,22 @@ use crate::close::PING_TIMEOUT;
 use crate::frame::{self, OpCode};
 use crate::keepalive::{Keepalive, Liveness, Tick};
 use crate::outbox::{Batch, Outbox};
-use crate::writer::SocketWriter;
+use crate::writer::{Progress, SocketWriter};
+
+/// How a batch's write ended.
+enum Written {
+    Done(bool),
+    Frozen,
+}
 
 /// Most bytes one vectored write carries.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long the write loop waits for the client's close reply after sending its close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs until the socket closed; cancels `writer_done` then. `reader_done` tells it that the
-/// client's side ended (no close reply will come).
+/// Runs until the socket closed, or until a live hand-off froze it at a frame boundary (then
+/// the writer comes back, detached, for the hand-off); cancels `writer_done` either way.
+/// `reader_done` tells it that the client's side ended (no close reply will come).
 pub async fn write_loop(
     app: Arc<App>,
     writer: Arc<SocketWriter>,
@@ -32,7 +39,7 @@ pub async fn write_loop(
     liveness: Arc<Liveness>,
     reader_done: CancellationToken,
     writer_done: CancellationToken,
-) {
+) -> Option<Arc<SocketWriter>> {
     let mut batch = Batch::default();
     // The timing is borrowed from `app` at each use rather than kept: every byte this future
     // holds across an await is memory per socket.
@@ -44,6 +51,11 @@ pub async fn write_loop(
     outbox.attach_writer(writer.clone());
     let close = loop {
         if outbox.take_batch(&mut batch, MAX_BATCH_BYTES) {
+            if std::mem::take(&mut batch.freeze) {
+                outbox.detach_writer();
+                writer_done.cancel();
+                return Some(writer);
+            }
             let since = batch.pending_since_us;
             if !batch.frames.is_empty() {
                 // A peer that stops reading blocks this write; an urgent close (its queue
@@ -51,18 +63,30 @@ pub async fn write_loop(
                 // since a close frame can no longer follow a half-written frame.
                 // Boxed: the write's state (its readiness and urgent-close waiters) is only
                 // held while writing, not by every idle write loop.
+                let mut progress = Progress::default();
                 let written = Box::pin(async {
                     tokio::select! {
-                        r = writer.write_all(&batch.frames) => r.is_ok(),
+                        r = writer.write_tracked(&batch.frames, &mut progress) => Written::Done(r.is_ok()),
                         () = outbox.urgent() => {
                             tracing::debug!("abandoning a write the peer does not take");
-                            false
+                            Written::Done(false)
                         }
+                        // A live hand-off does not wait for a peer that does not read: the
+                        // rest of the batch goes back to the front of the queue.
+                        () = outbox.freeze_wanted() => Written::Frozen,
                     }
                 })
                 .await;
-                if !written {
-                    break None;
+                match written {
+                    Written::Done(true) => {}
+                    Written::Done(false) => break None,
+                    Written::Frozen => {
+                        let (rest, partial) = progress.unwritten(&batch.frames);
+                        outbox.requeue_unwritten(rest, partial);
+                        batch.frames.clear();
+                        batch.close = None;
+                        continue;
+                    }
                 }
                 keepalive.wrote(Instant::now());
                 if since != 0 {
@@ -120,4 +144,5 @@ pub async fn write_loop(
     // The last owner of the write half: dropping it shuts the sending direction down.
     drop(writer);
     writer_done.cancel();
+    None
 }

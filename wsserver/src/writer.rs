@@ -22,6 +22,25 @@ const DIRECT_SLICES: usize = 16;
 /// Most frames one vectored write of the write loop carries (the kernel's IOV_MAX is 1024).
 const MAX_SLICES: usize = 64;
 
+/// How far a [`SocketWriter::write_tracked`] got: whole frames written, and bytes of the next.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    index: usize,
+    offset: usize,
+}
+
+impl Progress {
+    /// What of `frames` is not written yet (the first may be the rest of a frame), and whether
+    /// that first one is partly written.
+    pub fn unwritten(&self, frames: &[Bytes]) -> (Vec<Bytes>, bool) {
+        let mut rest: Vec<Bytes> = frames.get(self.index..).unwrap_or_default().to_vec();
+        if let Some(first) = rest.first_mut() {
+            *first = first.slice(self.offset..);
+        }
+        (rest, self.offset > 0)
+    }
+}
+
 /// The write half of one socket: from nginx over TCP or over a unix socket.
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
@@ -61,6 +80,11 @@ impl SocketWriter {
         Arc::new(SocketWriter { half })
     }
 
+    /// The write half back, once the writer has no other owner (a frozen socket).
+    pub fn into_half(writer: Arc<SocketWriter>) -> Option<WriteHalf> {
+        Arc::try_unwrap(writer).ok().map(|w| w.half)
+    }
+
     /// Writes the front of `frames` (up to [`DIRECT_SLICES`]) without waiting. Returns the
     /// bytes the kernel took; `None` when it took none: WouldBlock, or an error the write loop
     /// meets on its next write and ends the connection for.
@@ -79,9 +103,15 @@ impl SocketWriter {
 
     /// Writes all of `frames` with as few vectored writes as the socket allows.
     pub async fn write_all(&self, frames: &[Bytes]) -> std::io::Result<()> {
-        let mut index = 0;
-        let mut offset = 0;
-        while index < frames.len() {
+        self.write_tracked(frames, &mut Progress::default()).await
+    }
+
+    /// [`SocketWriter::write_all`], noting in `progress` how far it got: when the future is
+    /// dropped midway (a live hand-off freezes the socket), [`Progress::unwritten`] is the
+    /// rest, to be sent by whoever writes next.
+    pub async fn write_tracked(&self, frames: &[Bytes], progress: &mut Progress) -> std::io::Result<()> {
+        while progress.index < frames.len() {
+            let (index, offset) = (progress.index, progress.offset);
             // On the heap, briefly: an array here would make every idle writer task 1 KiB larger.
             let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[index][offset..])
                 .chain(frames[index + 1..].iter().map(|f| &f[..]))
@@ -100,12 +130,12 @@ impl SocketWriter {
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            while index < frames.len() && written >= frames[index].len() - offset {
-                written -= frames[index].len() - offset;
-                index += 1;
-                offset = 0;
+            while progress.index < frames.len() && written >= frames[progress.index].len() - progress.offset {
+                written -= frames[progress.index].len() - progress.offset;
+                progress.index += 1;
+                progress.offset = 0;
             }
-            offset += written;
+            progress.offset += written;
         }
         Ok(())
     }
@@ -161,6 +191,29 @@ pub(crate) mod tests {
         let mut buf = [0; 5];
         tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut buf)).await.unwrap().unwrap();
         assert_eq!(&buf, b"abcde");
+    }
+
+    #[tokio::test]
+    async fn a_write_dropped_midway_knows_what_is_left() {
+        let (writer, mut peer, _read) = socket_pair().await;
+        // More than the kernel takes while the peer reads nothing.
+        let frames: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+        let mut progress = Progress::default();
+        let stalled =
+            tokio::time::timeout(std::time::Duration::from_millis(300), writer.write_tracked(&frames, &mut progress))
+                .await;
+        assert!(stalled.is_err(), "the peer reads nothing: the write stalls");
+        let (rest, partial) = progress.unwritten(&frames);
+        assert!(!rest.is_empty() && rest.len() < frames.len());
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        writer.write_all(&rest).await.unwrap();
+        drop(writer);
+        let all = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.unwrap().unwrap();
+        assert!(all == frames.concat(), "the rest completes the stream exactly (partial: {partial})");
     }
 
     #[tokio::test]

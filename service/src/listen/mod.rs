@@ -130,6 +130,28 @@ impl Listener {
         }
     }
 
+    /// A second descriptor of the same listening socket (for a process taking over, see
+    /// wsserver's hand-off). Dropping it closes only the copy.
+    pub fn duplicate_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match &self.inner {
+            Inner::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Inner::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
+    }
+
+    /// A listener on a listening socket received from another process (its socket file, if
+    /// any, stays with whoever created it). Must run inside a tokio runtime.
+    pub fn adopt(fd: std::os::fd::OwnedFd) -> Result<Listener, ListenError> {
+        systemd::adopt_owned(fd).map_err(|e| ListenError::Systemd(format!("received listening socket: {e}")))
+    }
+
+    /// A second listener on the same socket (its file, if any, stays with this one).
+    pub fn try_clone(&self) -> Result<Listener, ListenError> {
+        let fd = self.duplicate_fd().map_err(|e| ListenError::Systemd(format!("cannot duplicate a listener: {e}")))?;
+        Listener::adopt(fd)
+    }
+
     /// The TCP address listened on (`None` for a unix socket).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match &self.inner {

@@ -95,18 +95,24 @@ fn adopt(fd: RawFd) -> Result<Listener, String> {
     if !socket.is_listener().map_err(|e| format!("descriptor {fd}: {e}"))? {
         return Err(format!("descriptor {fd} is not listening (the .socket unit needs Accept=no)"));
     }
-    let socket = Socket::from(own(fd));
-    socket.set_cloexec(true).map_err(|e| format!("descriptor {fd}: cannot set close-on-exec: {e}"))?;
-    socket.set_nonblocking(true).map_err(|e| format!("descriptor {fd}: cannot make it non-blocking: {e}"))?;
-    let domain = socket.domain().map_err(|e| format!("descriptor {fd}: {e}"))?;
+    adopt_owned(own(fd)).map_err(|e| format!("descriptor {fd}: {e}"))
+}
+
+/// Takes a listening socket this process owns (inherited, or received from another process):
+/// close-on-exec, non-blocking, TCP or unix.
+pub(super) fn adopt_owned(fd: OwnedFd) -> Result<Listener, String> {
+    let socket = Socket::from(fd);
+    socket.set_cloexec(true).map_err(|e| format!("cannot set close-on-exec: {e}"))?;
+    socket.set_nonblocking(true).map_err(|e| format!("cannot make it non-blocking: {e}"))?;
+    let domain = socket.domain().map_err(|e| e.to_string())?;
     if domain == Domain::UNIX {
         let std = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
-        tokio::net::UnixListener::from_std(std).map(Listener::from).map_err(|e| format!("descriptor {fd}: {e}"))
+        tokio::net::UnixListener::from_std(std).map(Listener::from).map_err(|e| e.to_string())
     } else if domain == Domain::IPV4 || domain == Domain::IPV6 {
         let std = std::net::TcpListener::from(socket);
-        tokio::net::TcpListener::from_std(std).map(Listener::from).map_err(|e| format!("descriptor {fd}: {e}"))
+        tokio::net::TcpListener::from_std(std).map(Listener::from).map_err(|e| e.to_string())
     } else {
-        Err(format!("descriptor {fd} is neither a TCP nor a unix socket"))
+        Err("neither a TCP nor a unix socket".to_owned())
     }
 }
 

@@ -71,6 +71,44 @@ pub fn recv(stream: &mut UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), FdPassEr
     Ok((payload, fds))
 }
 
+/// Lets `fd` survive `exec` (clears close-on-exec): the hand-off socket's end for the new
+/// process, set just before it is spawned. Only this process's own descriptor is touched.
+#[allow(unsafe_code)]
+pub fn inheritable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor the borrow keeps open; no memory is involved.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of the hand-off socket inherited at `fd` (named by `CRIER_HANDOFF_FD`),
+/// after checking that it is an open unix stream socket; sets close-on-exec again.
+#[allow(unsafe_code)]
+pub fn adopt_inherited(fd: RawFd) -> io::Result<UnixStream> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `kind`; a closed or foreign number
+    // fails with EBADF/ENOTSOCK and is then never owned.
+    let r =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, std::ptr::addr_of_mut!(kind).cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kind != libc::SOCK_STREAM {
+        return Err(io::Error::other("the inherited hand-off descriptor is not a stream socket"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was passed to this process for it
+    // alone; nothing else in the process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: as in `inheritable`.
+    if unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixStream::from(owned))
+}
+
 /// Bytes of control buffer for [`MAX_FDS`] descriptors.
 #[allow(unsafe_code)]
 fn cmsg_space() -> usize {

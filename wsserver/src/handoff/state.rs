@@ -19,10 +19,20 @@ use crate::join::Socket;
 /// The state format this build writes and accepts.
 pub const STATE_VERSION: u32 = 1;
 
+/// Test-only: makes a new process accept only this state version instead of
+/// [`STATE_VERSION`], to test a hand-off between incompatible builds without building two.
+pub const TEST_STATE_VERSION_ENV: &str = "CRIER_HANDOFF_TEST_STATE_VERSION";
+
+/// The state version this process takes over: [`STATE_VERSION`], unless the test-only
+/// [`TEST_STATE_VERSION_ENV`] names another.
+pub fn accepted_version() -> u32 {
+    std::env::var(TEST_STATE_VERSION_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(STATE_VERSION)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
-    #[error("socket state of version {found}, this build reads version {STATE_VERSION}")]
-    Version { found: u32 },
+    #[error("socket state of version {found}, this process reads version {accepted}")]
+    Version { found: u32, accepted: u32 },
     #[error("malformed socket state: {0}")]
     Malformed(String),
 }
@@ -42,6 +52,8 @@ pub struct SocketState {
     /// The fragmented message the reader was partway through: its opcode and bytes so far.
     pub partial: Option<(u8, Vec<u8>)>,
     /// Encoded frames queued for the client and not yet written, in the order to write them.
+    /// The live hand-off leaves it empty: deliveries keep arriving until the socket's cut, so
+    /// its queue follows later in the `Tail` message ([`super::link::Msg::Tail`]).
     pub queued: Vec<Vec<u8>>,
     /// Milliseconds since the client was last heard from, so the ping timeout carries over.
     pub heard_ago_ms: u64,
@@ -79,13 +91,19 @@ impl SocketState {
 
     /// Decodes state, refusing another version before reading further.
     pub fn decode(bytes: &[u8]) -> Result<SocketState, StateError> {
+        SocketState::decode_version(bytes, STATE_VERSION)
+    }
+
+    /// Decodes state of version `accepted` only (the new process passes
+    /// [`accepted_version`]).
+    pub fn decode_version(bytes: &[u8], accepted: u32) -> Result<SocketState, StateError> {
         #[derive(Deserialize)]
         struct Versioned {
             version: u32,
         }
         let v: Versioned = serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
-        if v.version != STATE_VERSION {
-            return Err(StateError::Version { found: v.version });
+        if v.version != accepted {
+            return Err(StateError::Version { found: v.version, accepted });
         }
         serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))
     }
@@ -172,7 +190,8 @@ mod tests {
     #[test]
     fn another_version_is_refused_before_its_fields_are_read() {
         let bytes = br#"{"version":2,"something":"else"}"#;
-        assert_eq!(SocketState::decode(bytes).unwrap_err(), StateError::Version { found: 2 });
+        assert_eq!(SocketState::decode(bytes).unwrap_err(), StateError::Version { found: 2, accepted: 1 });
+        assert!(SocketState::decode_version(br#"{"version":2}"#, 2).is_err(), "version 2 would have to parse");
         assert!(matches!(SocketState::decode(b"not json"), Err(StateError::Malformed(_))));
     }
 

@@ -47,6 +47,9 @@ impl Outbox {
         if state.closing.is_some() {
             return Staged::Closing;
         }
+        if state.cut.is_some() && !self.cut_admits(&mut state, &frame) {
+            return Staged::Closing;
+        }
         if state.frames.len() >= state.depth {
             self.overflow(state);
             return Staged::Overflowed;
@@ -80,9 +83,11 @@ impl Outbox {
                     if written >= front.len() {
                         written -= front.len();
                         state.frames.pop_front();
+                        state.partial_front = false;
                         frames += 1;
                     } else {
                         *front = front.slice(written..);
+                        state.partial_front = true;
                         written = 0;
                     }
                 }

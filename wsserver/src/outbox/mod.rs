@@ -13,8 +13,10 @@
 //! delayed by it: pushing never waits. Control frames (pong, close) bypass the depth, bounded
 //! separately.
 
+mod cut;
 mod direct;
 
+pub use cut::{Cut, Side};
 pub use direct::{Flushed, Staged};
 
 use std::collections::VecDeque;
@@ -79,6 +81,13 @@ struct State {
     last_direct_us: u64,
     /// Staged by the fan-out since its last flush of this socket.
     staged: bool,
+    /// The front data frame was partly written by a direct write: its rest goes before any
+    /// control frame.
+    partial_front: bool,
+    /// A live hand-off asked the write loop to stop at the next frame boundary.
+    freeze: bool,
+    /// Where this socket's deliveries switch between two processes (live hand-off).
+    cut: Option<Cut>,
 }
 
 /// One batch for the write loop.
@@ -89,6 +98,8 @@ pub struct Batch {
     pub close: Option<CloseReason>,
     /// Arrival time of the oldest delivery in `frames` (0: none), for the latency metric.
     pub pending_since_us: u64,
+    /// A live hand-off asked the write loop to stop (nothing was taken).
+    pub freeze: bool,
 }
 
 impl Outbox {
@@ -107,6 +118,9 @@ impl Outbox {
                     pending_since_us: 0,
                     last_direct_us: 0,
                     staged: false,
+                    partial_front: false,
+                    freeze: false,
+                    cut: None,
                 }),
                 wake: Notify::new(),
                 urgent: Notify::new(),
@@ -127,6 +141,9 @@ impl Outbox {
         if state.closing.is_some() {
             return Pushed::Closing;
         }
+        if state.cut.is_some() && !self.cut_admits(&mut state, &frame) {
+            return Pushed::Closing;
+        }
         if state.frames.len() >= state.depth {
             self.overflow(state);
             return Pushed::Overflowed;
@@ -144,6 +161,7 @@ impl Outbox {
     /// the socket with [`SLOW_CONSUMER`].
     fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) {
         state.frames = VecDeque::new();
+        state.partial_front = false;
         state.closing = Some(SLOW_CONSUMER);
         state.urgent = true;
         drop(state);
@@ -196,6 +214,7 @@ impl Outbox {
     pub fn close_now(&self, reason: CloseReason) {
         let mut state = self.lock();
         state.frames.clear();
+        state.partial_front = false;
         if state.closing.is_none() {
             state.closing = Some(reason);
         }
@@ -224,9 +243,19 @@ impl Outbox {
     /// it calls again, direct writes queue behind the batch.
     pub fn take_batch(&self, batch: &mut Batch, max_bytes: usize) -> bool {
         let mut state = self.lock();
+        if state.freeze && state.closing.is_none() {
+            state.writing = false;
+            batch.freeze = true;
+            return true;
+        }
         batch.pending_since_us = std::mem::take(&mut state.pending_since_us);
-        batch.frames.extend(state.control.drain(..));
         let mut bytes = 0;
+        if std::mem::take(&mut state.partial_front) {
+            let rest = state.frames.pop_front().expect("a partly written frame is queued");
+            bytes += rest.len();
+            batch.frames.push(rest);
+        }
+        batch.frames.extend(state.control.drain(..));
         while let Some(frame) = state.frames.front() {
             if bytes > 0 && bytes + frame.len() > max_bytes {
                 break;
@@ -255,8 +284,9 @@ impl Outbox {
         }
         state.pending_since_us = 0;
         let control = std::mem::take(&mut state.control);
-        let frames = std::mem::take(&mut state.frames);
-        Some(control.into_iter().chain(frames).collect())
+        let mut frames = std::mem::take(&mut state.frames);
+        let rest = std::mem::take(&mut state.partial_front).then(|| frames.pop_front()).flatten();
+        Some(rest.into_iter().chain(control).chain(frames).collect())
     }
 
     /// Waits until something may have been queued.
