@@ -35,10 +35,10 @@ pub async fn serve<G: Send + 'static>(app: Arc<App>, stream: Stream, read_ahead:
             let (rd, wr) = s.into_split();
             serve_halves(app, rd, WriteHalf::Tcp(wr), read_ahead, socket, guards).await;
         }
-        Stream::Unix(s) => {
-            let (rd, wr) = s.into_split();
-            serve_halves(app, rd, WriteHalf::Unix(wr), read_ahead, socket, guards).await;
-        }
+        Stream::Unix(s) => match crate::unix_socket::split(s) {
+            Ok((rd, wr)) => serve_halves(app, rd, WriteHalf::Unix(wr), read_ahead, socket, guards).await,
+            Err(e) => tracing::warn!(error = %e, "could not register an upgraded unix socket; dropping it"),
+        },
     }
 }
 

@@ -15,17 +15,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::{tcp, unix};
+use tokio::net::tcp;
+
+use crate::unix_socket::UnixWriteHalf;
 
 /// Most frames one direct write carries.
 const DIRECT_SLICES: usize = 16;
 /// Most frames one vectored write of the write loop carries (the kernel's IOV_MAX is 1024).
 const MAX_SLICES: usize = 64;
 
-/// The write half of one socket: from nginx over TCP or over a unix socket.
+/// The write half of one socket: from nginx over TCP or over a unix socket (registered for
+/// readability only, see [`crate::unix_socket`]).
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
-    Unix(unix::OwnedWriteHalf),
+    Unix(UnixWriteHalf),
 }
 
 impl WriteHalf {
@@ -115,7 +118,7 @@ impl SocketWriter {
     pub fn prefetch_hints(self: &Arc<Self>) -> [usize; 2] {
         let stream = match &self.half {
             WriteHalf::Tcp(h) => std::ptr::from_ref::<tokio::net::TcpStream>(h.as_ref()) as usize,
-            WriteHalf::Unix(h) => std::ptr::from_ref::<tokio::net::UnixStream>(h.as_ref()) as usize,
+            WriteHalf::Unix(h) => h.as_ptr(),
         };
         [Arc::as_ptr(self) as usize, stream]
     }
@@ -154,7 +157,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn writes_reach_a_unix_socket_peer() {
         let (server, mut peer) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = server.into_split();
+        let (_read, write) = crate::unix_socket::split(server).unwrap();
         let writer = SocketWriter::new(WriteHalf::Unix(write));
         assert_eq!(writer.try_write(&VecDeque::from(["ab", "c"].map(Bytes::from))), Some(3));
         writer.write_all(&[Bytes::from_static(b"de")]).await.unwrap();

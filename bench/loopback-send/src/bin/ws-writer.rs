@@ -9,7 +9,11 @@
 //! writer directly, and through nginx with the shipped site proxying to it on a unix socket
 //! (`scripts/bench.sh` systems `writer` and `writer-deployed`). Not part of Crier.
 //!
-//! Usage: ws-writer [--tcp 127.0.0.1:PORT] [--unix PATH]   (at least one)
+//! Usage: [WRITER_EPOLLOUT=1] ws-writer [--tcp 127.0.0.1:PORT] [--unix PATH]   (at least one)
+//!
+//! `WRITER_EPOLLOUT=1` registers every connection for writability too, edge-triggered, as tokio
+//! registers wsserver's sockets: on a unix socket the kernel then reports writability to the
+//! writer's epoll every time the reader (nginx) takes a frame out.
 //!
 //! On exit (SIGTERM/SIGINT) it prints how many frames it wrote and how many writes fell short
 //! (a full socket buffer: the frame is dropped, never queued).
@@ -44,6 +48,11 @@ struct Server {
     subscribers: Vec<RawFd>,
     frames: u64,
     short_writes: u64,
+    /// Events a connection is registered for: `EPOLLIN | EPOLLRDHUP`, or with `WRITER_EPOLLOUT=1`
+    /// also `EPOLLOUT | EPOLLET`, as tokio (mio) registers every socket.
+    conn_events: u32,
+    /// Events that reported only writability (with `WRITER_EPOLLOUT=1`).
+    out_events: u64,
 }
 
 fn check(r: libc::c_int, what: &str) -> libc::c_int {
@@ -113,7 +122,7 @@ impl Server {
                     std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                 )
             };
-            epoll_add(self.epoll, fd, (libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+            epoll_add(self.epoll, fd, self.conn_events);
             self.conns.insert(fd, Conn::Http(Vec::new()));
         }
     }
@@ -218,6 +227,8 @@ impl Server {
                     self.accept(fd);
                 } else if ev.events & (libc::EPOLLIN as u32) != 0 {
                     self.readable(fd);
+                } else if ev.events & !(libc::EPOLLOUT as u32) == 0 {
+                    self.out_events += 1;
                 } else if self.conns.contains_key(&fd) {
                     self.close(fd);
                 }
@@ -321,11 +332,27 @@ fn main() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let mut server =
-        Server { epoll, listeners, conns: HashMap::new(), subscribers: Vec::new(), frames: 0, short_writes: 0 };
+    let mut conn_events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+    if std::env::var("WRITER_EPOLLOUT").is_ok_and(|v| v == "1") {
+        conn_events |= (libc::EPOLLOUT | libc::EPOLLET) as u32;
+    }
+    let mut server = Server {
+        epoll,
+        listeners,
+        conns: HashMap::new(),
+        subscribers: Vec::new(),
+        frames: 0,
+        short_writes: 0,
+        conn_events,
+        out_events: 0,
+    };
     server.run();
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "ws-writer: {} frames written, {} short writes", server.frames, server.short_writes);
+    let _ = writeln!(
+        out,
+        "ws-writer: {} frames written, {} short writes, {} writability-only events",
+        server.frames, server.short_writes, server.out_events
+    );
     let _ = out.flush();
 }
 
