@@ -163,6 +163,7 @@ bench_deployed_start() {
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     site=${3:-$root/nginx/crier.conf}
     mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     rm -f "$dir/ws.sock" "$dir/web.sock"
     admin=$(free_port)
     CRIER_TOKEN=bench-token-0123456789abcdef
@@ -206,6 +207,7 @@ bench_writer_start() {
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     site=${site:-$root/nginx/crier.conf}
     mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     rm -f "$dir/writer.sock"
     WRITER_PORT=$(free_port)
     local listen=(--tcp "127.0.0.1:$WRITER_PORT")
@@ -238,6 +240,7 @@ bench_nchan_start() {
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     NCHAN_PORT=$(free_port)
     mkdir -p "$dir/nchan"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
         user_line="user root;"
     fi
