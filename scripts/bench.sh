@@ -64,6 +64,9 @@
 #                         of nginx/crier.conf with the same three tokens); BENCH_SITE_C for -c, ...
 #   BENCH_MAIN_B=FILE     their nginx main context (a variant of bench/crier-nginx.conf.template
 #                         with the same placeholders); BENCH_MAIN_C for -c, ...
+#   BENCH_DEPLOYED_PUBLISH=api  how crier-deployed publishes: api (POST /api/publish through
+#                         nginx, as a browser or an HTTP publisher does) or redis (PUBLISH straight
+#                         into Redis, as ws4redis' Django publishers do)
 #   BENCH_WRITER=bench/loopback-send/target/release/ws-writer  the writer systems' binary (built
 #                         when missing)
 #   BENCH_QUIET_WAIT=300  before each measurement, wait up to this many seconds for the machine

@@ -300,6 +300,8 @@ bench_loadgen_args() {
             else
                 pids="$pids,webserver=$WEB_PID,redis=$REDIS_PID"
                 publish="--publish api --publish-url http://127.0.0.1:$FRONT_PORT/api/publish --publish-token $CRIER_TOKEN"
+                # Publishers that write to Redis themselves (ws4redis' Django side) skip nginx.
+                [[ ${BENCH_DEPLOYED_PUBLISH:-api} == redis ]] && publish="--publish redis"
             fi
             echo "--ws-url ws://127.0.0.1:$FRONT_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
                 "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
