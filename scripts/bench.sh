@@ -259,7 +259,7 @@ count_redis_conns() { # count_redis_conns PID: sets REDIS_CONNS
     local pid=$1 ino
     REDIS_CONNS=0
     for ino in $(ss -Htne state established \
-        "( dst 127.0.0.1:$REDIS_PORT and not sport = :$WS_PORT and not sport = :$WS_ADMIN_PORT )" 2>/dev/null |
+        "( dst 127.0.0.1:$REDIS_PORT and not sport = :${WS_PORT:-0} and not sport = :${WS_ADMIN_PORT:-0} )" 2>/dev/null |
         grep -o 'ino:[0-9]*' | cut -d: -f2); do
         if [[ -z ${REDIS_INODE_OWNER[$ino]:-} ]]; then
             if [[ -n $(find "/proc/$pid/fd" -lname "socket:\[$ino\]" -print -quit 2>/dev/null) ]]; then
