@@ -78,19 +78,9 @@ fn main() {
                                 let sqe = if mode == "fixed" {
                                     // Registered in `senders` order: the index is the position.
                                     let index = (c * batch + j) as u32;
-                                    io_uring::opcode::Send::new(
-                                        io_uring::types::Fixed(index),
-                                        FRAME.as_ptr(),
-                                        FRAME.len() as u32,
-                                    )
-                                    .build()
+                                    io_uring::opcode::Send::new(io_uring::types::Fixed(index), FRAME.as_ptr(), FRAME.len() as u32).build()
                                 } else {
-                                    io_uring::opcode::Send::new(
-                                        io_uring::types::Fd(s.as_raw_fd()),
-                                        FRAME.as_ptr(),
-                                        FRAME.len() as u32,
-                                    )
-                                    .build()
+                                    io_uring::opcode::Send::new(io_uring::types::Fd(s.as_raw_fd()), FRAME.as_ptr(), FRAME.len() as u32).build()
                                 };
                                 // SAFETY: FRAME is static; the fd outlives the submission (its completion is awaited below).
                                 unsafe { sq.push(&sqe).expect("submission queue has room") };
@@ -105,10 +95,7 @@ fn main() {
             }
             let sends = (rounds * sockets) as f64;
             let per = (cpu_seconds() - cpu0) / sends * 1e6;
-            println!(
-                "{mode:>8}: {per:.2} µs CPU per send, {:.2} µs wall per send",
-                wall0.elapsed().as_secs_f64() / sends * 1e6
-            );
+            println!("{mode:>8}: {per:.2} µs CPU per send, {:.2} µs wall per send", wall0.elapsed().as_secs_f64() / sends * 1e6);
             results.push((mode, per));
             for r in &mut receivers {
                 while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
