@@ -22,13 +22,20 @@
 #                site (nginx/crier.conf) to wsserver and webserver on unix sockets; nginx's main
 #                context is Nchan's (bench/crier-nginx.conf.template). Its CPU and memory count
 #                nginx's too
-#   crier-deployed-b  the same with the site BENCH_SITE_B instead (a tuning measured against the
-#                shipped site in the same run)
+#   crier-deployed-b, crier-deployed-c, ...  the same with the site BENCH_SITE_B (_C, ...) and the
+#                main context BENCH_MAIN_B (_C, ...) instead, each defaulting to the shipped one (a
+#                tuning measured against the shipped configuration in the same run)
 #   crier        wsserver alone (clients connect to it directly) + webserver (publish API) +
 #                redis-server
 #   crier-history  wsserver alone + webserver with the per-channel history on
 #                (CRIER_HISTORY=BENCH_HISTORY): every publish is the append-and-publish script
 #                (not in the default list)
+#   writer       the floor of a fan-out server: bench/loopback-send's ws-writer (one thread, one
+#                write per subscriber per message, Nchan-style HTTP publisher) on TCP, clients
+#                connecting to it directly (not in the default list)
+#   writer-deployed  the same writer on a unix socket behind nginx with the shipped site, as
+#                crier-deployed runs wsserver: what the proxy hop alone costs (not in the default
+#                list; writer-deployed-b, -c, ... take BENCH_SITE_B/BENCH_MAIN_B like crier-deployed-b)
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
 #   nchan-redis  nginx + Nchan with nchan_redis_server/nchan_redis_pass, + redis-server
 #
@@ -53,8 +60,15 @@
 #   BENCH_BIN_DIR=target/release         binaries to use (with --no-build)
 #   BENCH_SERVER_WORKERS=<nproc>         tokio worker threads of each Crier binary, nginx workers
 #   BENCH_SERVER_NOFILE=20000            descriptor cap of every server process
-#   BENCH_SITE_B=FILE     the nginx site of system crier-deployed-b (a variant of nginx/crier.conf
-#                         with the same three tokens)
+#   BENCH_SITE_B=FILE     the nginx site of systems crier-deployed-b and writer-deployed-b (a variant
+#                         of nginx/crier.conf with the same three tokens); BENCH_SITE_C for -c, ...
+#   BENCH_MAIN_B=FILE     their nginx main context (a variant of bench/crier-nginx.conf.template
+#                         with the same placeholders); BENCH_MAIN_C for -c, ...
+#   BENCH_DEPLOYED_PUBLISH=api  how crier-deployed publishes: api (POST /api/publish through
+#                         nginx, as a browser or an HTTP publisher does) or redis (PUBLISH straight
+#                         into Redis, as ws4redis' Django publishers do)
+#   BENCH_WRITER=bench/loopback-send/target/release/ws-writer  the writer systems' binary (built
+#                         when missing)
 #   BENCH_QUIET_WAIT=300  before each measurement, wait up to this many seconds for the machine
 #                         to be idle (other work below 0.25 cores); the load found is recorded
 #
@@ -123,6 +137,11 @@ fi
 for b in loadgen wsserver webserver; do
     [[ -x $BIN/$b ]] || die "$BIN/$b not found; run without --no-build"
 done
+WRITER=${BENCH_WRITER:-$ROOT/bench/loopback-send/target/release/ws-writer}
+if [[ " ${BENCH_SYSTEMS:-} " == *" writer"* && ! -x $WRITER ]]; then
+    log "building the minimal writer (bench/loopback-send)"
+    (cd "$ROOT/bench/loopback-send" && cargo build --release --bin ws-writer)
+fi
 # Clients need many descriptors: take the hard limit (loadgen splits into worker processes
 # below it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -133,6 +152,7 @@ cleanup() {
     bench_deployed_stop 2>/dev/null || true
     bench_crier_stop 2>/dev/null || true
     bench_nchan_stop 2>/dev/null || true
+    bench_writer_stop 2>/dev/null || true
     bench_redis_stop 2>/dev/null || true
     rm -rf "$SCRATCH"
 }
@@ -180,12 +200,32 @@ scenario_args() {
     esac
 }
 
+# variant_files SYSTEM: the site and main context of a variant system (crier-deployed-b:
+# BENCH_SITE_B and BENCH_MAIN_B), empty for the shipped ones; sets VARIANT_SITE, VARIANT_MAIN.
+variant_files() {
+    local suffix=${1##*-deployed} var
+    VARIANT_SITE='' VARIANT_MAIN=''
+    [[ -n $suffix ]] || return 0
+    suffix=${suffix#-}
+    var=BENCH_SITE_${suffix^^}
+    VARIANT_SITE=${!var:-}
+    var=BENCH_MAIN_${suffix^^}
+    VARIANT_MAIN=${!var:-}
+    [[ -n $VARIANT_SITE$VARIANT_MAIN ]] || die "$1 needs BENCH_SITE_${suffix^^} or BENCH_MAIN_${suffix^^}"
+    [[ -z $VARIANT_SITE || -f $VARIANT_SITE ]] || die "$VARIANT_SITE: no such file"
+    [[ -z $VARIANT_MAIN || -f $VARIANT_MAIN ]] || die "$VARIANT_MAIN: no such file"
+}
+
 start_system() {
     case $1 in
-        crier-deployed) bench_deployed_start "$SCRATCH" "$BIN" ;;
-        crier-deployed-b)
-            [[ -f ${BENCH_SITE_B:-} ]] || die "crier-deployed-b needs BENCH_SITE_B (an nginx site file)"
-            bench_deployed_start "$SCRATCH" "$BIN" "$BENCH_SITE_B"
+        crier-deployed*)
+            variant_files "$1"
+            bench_deployed_start "$SCRATCH" "$BIN" "$VARIANT_SITE" "$VARIANT_MAIN"
+            ;;
+        writer) bench_writer_start "$SCRATCH" "$WRITER" ;;
+        writer-deployed*)
+            variant_files "$1"
+            bench_writer_start "$SCRATCH" "$WRITER" deployed "$VARIANT_SITE" "$VARIANT_MAIN"
             ;;
         crier) bench_crier_start "$SCRATCH" "$BIN" ;;
         crier-history) bench_crier_start "$SCRATCH" "$BIN" "${BENCH_HISTORY:-bench}" ;;
@@ -198,6 +238,7 @@ stop_system() {
     case $1 in
         crier-deployed*) bench_deployed_stop ;;
         crier | crier-history) bench_crier_stop ;;
+        writer*) bench_writer_stop ;;
         nchan | nchan-redis) bench_nchan_stop ;;
     esac
     bench_redis_flush
@@ -218,7 +259,7 @@ count_redis_conns() { # count_redis_conns PID: sets REDIS_CONNS
     local pid=$1 ino
     REDIS_CONNS=0
     for ino in $(ss -Htne state established \
-        "( dst 127.0.0.1:$REDIS_PORT and not sport = :$WS_PORT and not sport = :$WS_ADMIN_PORT )" 2>/dev/null |
+        "( dst 127.0.0.1:$REDIS_PORT and not sport = :${WS_PORT:-0} and not sport = :${WS_ADMIN_PORT:-0} )" 2>/dev/null |
         grep -o 'ino:[0-9]*' | cut -d: -f2); do
         if [[ -z ${REDIS_INODE_OWNER[$ino]:-} ]]; then
             if [[ -n $(find "/proc/$pid/fd" -lname "socket:\[$ino\]" -print -quit 2>/dev/null) ]]; then
@@ -250,6 +291,7 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
                 p50_ms: $fixed.latency.p50_ms, p90_ms: $fixed.latency.p90_ms, p99_ms: $fixed.latency.p99_ms,
                 p999_ms: $fixed.latency.p999_ms, max_ms: $fixed.latency.max_ms,
                 cpu_us_per_delivery_fixed: $fixed.server_cpu_us_per_delivery,
+                other_cores_fixed: $fixed.other_cores,
                 cpu_us_per_delivery_at_max: ($best.server_cpu_us_per_delivery // null),
                 deliveries_per_sec_at_max: ($best.deliveries_per_sec // 0),
                 other_cores_max: ([.phases[].other_cores] | max),
@@ -274,6 +316,13 @@ extract() { # extract JSON scenario system run: append the scenario's metrics to
                 p99_ms_at_max: ($best.latency.p99_ms // null), other_cores_max: ([.phases[].other_cores] | max),
                 steal_cores_max: $steal,
                 connect_failures: .connections.failed}"
+            ;;
+    esac
+    # Per process (nginx's workers under one label): CPU per delivery of the fixed phase.
+    case $scenario in
+        fanout1k | fanout10k | overload1k | saturate1k)
+            q="$q + ($fixed as \$f | [\$f.server_cpu_us_by_label[]? | {key: (\"cpu_us_per_delivery_fixed_\" + .[0]),
+                value: (if \$f.received > 0 then .[1] / \$f.received else null end)}] | from_entries)"
             ;;
     esac
     jq -r "$q | to_entries[] | select(.value != null) | \"\(.key)\t\(.value)\"" "$json" | while IFS=$'\t' read -r k v; do
@@ -317,7 +366,7 @@ measure() { # measure scenario system run
     record "$scenario" "$system" "$run" other_load_before "$load"
     start_system "$system" || die "$system did not start"
     # shellcheck disable=SC2046  # word splitting of the argument strings is intended
-    args="$(scenario_args "$scenario") $(bench_loadgen_args "${system%-b}" "$scenario")"
+    args="$(scenario_args "$scenario") $(bench_loadgen_args "$(sed -E 's/-deployed-.*/-deployed/' <<<"$system")" "$scenario")"
     log "run $run/$RUNS $scenario on $system"
     # shellcheck disable=SC2086
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
@@ -397,7 +446,7 @@ awk -F'\t' -v systems="$SYSTEMS" '
         ns = split(systems, sys, " ")
         nr = 0
         for (i = 1; i <= ns; i++) for (j = 1; j <= ns; j++)
-            if (sys[i] ~ /^crier/ && sys[j] ~ /^nchan/) { num[++nr] = sys[i]; den[nr] = sys[j] }
+            if (sys[i] ~ /^(crier|writer)/ && sys[j] ~ /^nchan/) { num[++nr] = sys[i]; den[nr] = sys[j] }
         printf "| scenario | metric |"
         for (i = 1; i <= ns; i++) printf " %s |", sys[i]
         for (r = 1; r <= nr; r++) printf " %s/%s |", num[r], den[r]

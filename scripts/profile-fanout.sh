@@ -4,11 +4,13 @@
 # (kernel against user space, the top symbols) next to loadgen's summary line. This is how the
 # "floor" findings of BENCHMARKS.md were measured; compare systems by running it for each in turn.
 #
-# Usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|nchan [RATE=5] [CLIENTS=10000]
+# Usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|writer|writer-deployed|nchan [RATE=5] [CLIENTS=10000]
 #
 #   crier-deployed profiles nginx's workers and wsserver together (clients through nginx with the
-#   shipped site, wsserver on a unix socket; PROFILE_SITE=FILE: another site); crier, wsserver
-#   alone.
+#   shipped site, wsserver on a unix socket; PROFILE_SITE=FILE: another site, PROFILE_MAIN=FILE:
+#   another main context); crier, wsserver alone. writer and writer-deployed are the same two
+#   shapes with bench/loopback-send's minimal ws-writer in wsserver's place (BENCH_WRITER, as for
+#   scripts/bench.sh): the floor of each.
 #
 #   PROFILE_SECONDS=5    length of the perf recording; 0: no perf, only the phase (for A/B runs
 #                        of two builds, alternating BENCH_BIN_DIR)
@@ -35,8 +37,9 @@ if [[ ${1:-} == --no-build ]]; then BUILD=0; shift; fi
 SYSTEM=${1:-}
 RATE=${2:-5}
 CLIENTS=${3:-10000}
-[[ $SYSTEM == crier || $SYSTEM == crier-deployed || $SYSTEM == nchan ]] ||
-    die "usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|nchan [RATE] [CLIENTS]"
+[[ $SYSTEM =~ ^(crier|crier-deployed|writer|writer-deployed|nchan)$ ]] ||
+    die "usage: scripts/profile-fanout.sh [--no-build] crier|crier-deployed|writer|writer-deployed|nchan [RATE] [CLIENTS]"
+WRITER=${BENCH_WRITER:-$ROOT/bench/loopback-send/target/release/ws-writer}
 SECONDS_REC=${PROFILE_SECONDS:-5}
 DURATION=${PROFILE_DURATION:-$((SECONDS_REC * 3 < 15 ? 15 : SECONDS_REC * 3))}
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
@@ -48,6 +51,9 @@ command -v redis-server >/dev/null || die "redis-server is missing (scripts/benc
 if ((BUILD)); then
     (cd "$ROOT" && cargo build --release -q -p crier-loadgen -p crier-wsserver -p crier-webserver)
 fi
+if [[ $SYSTEM == writer* && ! -x $WRITER ]]; then
+    (cd "$ROOT/bench/loopback-send" && cargo build --release -q --bin ws-writer)
+fi
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 # A fresh 127.A.0.x block, so that this run's sockets never meet an earlier run's TIME_WAIT.
@@ -55,7 +61,7 @@ BLOCK=$((20 + RANDOM % 200))
 common=(-n "$CLIENTS" --rate "$RATE" --duration "$DURATION" --connect-rate 5000
     --source-addrs "127.$BLOCK.0.1-127.$BLOCK.0.8" --json "$OUT/loadgen.json")
 
-stop_all() { bench_deployed_stop 2>/dev/null || true; bench_crier_stop 2>/dev/null || true; bench_redis_stop 2>/dev/null || true; bench_nchan_stop 2>/dev/null || true; }
+stop_all() { bench_writer_stop 2>/dev/null || true; bench_deployed_stop 2>/dev/null || true; bench_crier_stop 2>/dev/null || true; bench_redis_stop 2>/dev/null || true; bench_nchan_stop 2>/dev/null || true; }
 trap stop_all EXIT
 if [[ $SYSTEM == crier ]]; then
     bench_redis_start "$OUT"
@@ -63,8 +69,14 @@ if [[ $SYSTEM == crier ]]; then
     TARGETS=$WS_PID
 elif [[ $SYSTEM == crier-deployed ]]; then
     bench_redis_start "$OUT"
-    bench_deployed_start "$OUT" "$BIN" "${PROFILE_SITE:-}"
+    bench_deployed_start "$OUT" "$BIN" "${PROFILE_SITE:-}" "${PROFILE_MAIN:-}"
     TARGETS=$(tr ' ' , <<<"$WS_PID $FRONT_WORKER_PIDS" | sed 's/,*$//')
+elif [[ $SYSTEM == writer ]]; then
+    bench_writer_start "$OUT" "$WRITER"
+    TARGETS=$WRITER_PID
+elif [[ $SYSTEM == writer-deployed ]]; then
+    bench_writer_start "$OUT" "$WRITER" deployed "${PROFILE_SITE:-}" "${PROFILE_MAIN:-}"
+    TARGETS=$(tr ' ' , <<<"$WRITER_PID $FRONT_WORKER_PIDS" | sed 's/,*$//')
 else
     bench_nchan_start "$OUT" memory
     TARGETS=$(tr ' ' , <<<"$NCHAN_WORKER_PIDS")
@@ -76,6 +88,9 @@ LOADGEN=$!
 loadgen_summary() {
     echo "== loadgen (cpuµs/d: server CPU per delivery) =="
     grep -E '^ *ph |fixed|^server ' "$OUT/loadgen.txt" || cat "$OUT/loadgen.txt"
+    echo "== server CPU per delivery by process (µs, the fixed phase) =="
+    jq -r '.phases[0] as $p | $p.server_cpu_us_by_label[]? | "\(.[0]) \(.[1] / ($p.received | if . > 0 then . else 1 end) | . * 100 | round / 100)"' \
+        "$OUT/loadgen.json" 2>/dev/null || true
 }
 
 # Wait for the publishing phase (loadgen's progress line names it), at most 120 s.
@@ -99,6 +114,8 @@ loadgen_summary
 if ((SECONDS_REC > 0)); then
     echo "== server samples by binary (kernel = [kernel.kallsyms]) =="
     perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep "%" | head -8 || true  # head closes the pipe early
+    echo "== server samples by process and binary =="
+    perf report -i "$OUT/perf.data" --no-children --sort comm,dso --stdio -g none 2>/dev/null | grep "%" | head -10 || true
     echo "== top symbols, self =="
     perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep "%" | head -20 || true
 fi

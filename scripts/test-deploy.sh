@@ -245,6 +245,26 @@ nginx_t() {
     "$NGINX" -t -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" 2>&1
 }
 check "nginx -t accepts $SITE (placeholder certificates)" nginx_t
+# The example main context (nginx/nginx-production-main.conf) around the production site: its
+# system paths pointed into the scratch directory, the site in place of sites-enabled.
+MAIN=nginx/nginx-production-main.conf
+nginx_main_t() {
+    local dir=$WORK/nginx user_line='user www-data;' out conns nofile
+    conns=$(awk '$1 == "worker_connections" { print $2 + 0 }' "$MAIN")
+    nofile=$(awk '$1 == "worker_rlimit_nofile" { print $2 + 0 }' "$MAIN")
+    # nginx itself only warns at run time when the descriptors cannot hold the connections.
+    ((${nofile:-0} > ${conns:-0} && conns >= 1024)) ||
+        { echo "$MAIN: worker_rlimit_nofile (${nofile:-none}) must exceed worker_connections (${conns:-none})"; return 1; }
+    nginx_t >/dev/null || { echo "the production site does not pass nginx -t (see above)"; return 1; }
+    [[ $(id -u) -eq 0 ]] || user_line=''
+    sed -e "s#^user www-data;#$user_line#" -e "s#/run/nginx.pid#$dir/nginx.pid#" -e "s#/var/log/nginx/#$dir/#" \
+        -e "s#include /etc/nginx/sites-enabled/\*;#include $dir/site.conf;#" -e "/include \/etc\/nginx\/conf.d/d" \
+        -e "/include \/etc\/nginx\/modules-enabled/d" "$MAIN" >"$dir/main.conf"
+    grep -q "include $dir/site.conf;" "$dir/main.conf" || { echo "$MAIN: no 'include /etc/nginx/sites-enabled/*;'"; return 1; }
+    out=$("$NGINX" -t -c "$dir/main.conf" -p "$dir" -e "$dir/error.log" 2>&1) || { echo "$out"; return 1; }
+    ! grep -q 'warn' <<<"$out" || { echo "$out"; return 1; }
+}
+check "nginx -t accepts $MAIN around $SITE without warnings; descriptors above connections" nginx_main_t
 site_has() { # site_has DESCRIPTION REGEX...: every regex matches some line of the site
     shift
     local re

@@ -126,6 +126,7 @@ pub(crate) async fn run_phases(
             lost: expected.saturating_sub(received),
             sockets_ended: shared.ended() - ended0,
             server_cpu_us: cpu,
+            server_cpu_us_by_label: procstat::cpu_us_by_label(&shared.watched, &cpu0, &cpu1),
             server_cores: cpu as f64 / 1e6 / wall,
             loadgen_cores: own as f64 / 1e6 / wall,
             other_cores: machine.busy_us.saturating_sub(cpu).saturating_sub(own) as f64 / 1e6 / wall,

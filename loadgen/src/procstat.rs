@@ -118,6 +118,20 @@ pub fn total_cpu_us(samples: &[Sample]) -> u64 {
     samples.iter().map(|s| s.cpu_us).sum()
 }
 
+/// CPU used between two readings of `watched`, summed per label in the order labels first
+/// appear (nginx's workers share one label): which process of a system paid for a phase.
+pub fn cpu_us_by_label(watched: &[Watched], before: &[Sample], after: &[Sample]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for ((w, b), a) in watched.iter().zip(before).zip(after) {
+        let used = a.cpu_us.saturating_sub(b.cpu_us);
+        match out.iter_mut().find(|(label, _)| *label == w.label) {
+            Some((_, sum)) => *sum += used,
+            None => out.push((w.label.clone(), used)),
+        }
+    }
+    out
+}
+
 pub fn total_rss(samples: &[Sample]) -> u64 {
     samples.iter().map(|s| s.rss_bytes).sum()
 }
@@ -125,6 +139,21 @@ pub fn total_rss(samples: &[Sample]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_is_summed_per_label_in_first_seen_order() {
+        let w = |label: &str, pid| Watched { label: label.into(), pid };
+        let watched = [w("wsserver", 1), w("nginx-worker", 2), w("nginx-worker", 3)];
+        let s = |cpu_us| Sample { cpu_us, ..Sample::default() };
+        let before = [s(100), s(10), s(20)];
+        let after = [s(400), s(60), s(25)];
+        assert_eq!(
+            cpu_us_by_label(&watched, &before, &after),
+            vec![("wsserver".to_owned(), 300), ("nginx-worker".to_owned(), 55)]
+        );
+        // A process that vanished reads as zero: it adds nothing rather than wrapping around.
+        assert_eq!(cpu_us_by_label(&watched[..1], &[s(100)], &[s(0)]), vec![("wsserver".to_owned(), 0)]);
+    }
 
     #[test]
     fn reads_stat_and_status() {

@@ -95,6 +95,9 @@ pub struct PhaseResult {
     pub latency: Latency,
     pub server_cpu_us: u64,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// `server_cpu_us` split by `--server-pid` label (nginx's workers summed under theirs).
+    #[serde(default)]
+    pub server_cpu_us_by_label: Vec<(String, u64)>,
     /// Server CPU over the phase's wall time, in cores (1.0 = one core busy).
     pub server_cores: f64,
     /// loadgen's own CPU (coordinator and workers) over the phase, in cores: when it nears the

@@ -8,13 +8,18 @@
 #   bench_crier_start DIR BIN_DIR    wsserver + webserver on free ports, waits for /readyz:
 #                                    WS_PORT, WS_ADMIN_PORT, WEB_PORT, WS_PID, WEB_PID, CRIER_TOKEN
 #   bench_crier_stop
-#   bench_deployed_start DIR BIN_DIR SITE
+#   bench_deployed_start DIR BIN_DIR [SITE [MAIN]]
 #                                    Crier as deployed: wsserver and webserver on unix sockets,
 #                                    nginx in front with the site SITE (default nginx/crier.conf)
-#                                    rendered as run-local.sh does and bench/crier-nginx.conf.template
-#                                    (Nchan's main context): FRONT_PORT, WS_PID, WEB_PID,
+#                                    rendered as run-local.sh does and MAIN (default
+#                                    bench/crier-nginx.conf.template, Nchan's main context): FRONT_PORT, WS_PID, WEB_PID,
 #                                    FRONT_MASTER_PID, FRONT_WORKER_PIDS, CRIER_TOKEN
 #   bench_deployed_stop
+#   bench_writer_start DIR WRITER [deployed [SITE [MAIN]]]
+#                                    the minimal fan-out writer (bench/loopback-send ws-writer),
+#                                    alone on TCP or behind nginx with the shipped site on a unix
+#                                    socket: WRITER_PORT, WRITER_PID (+ FRONT_* when deployed)
+#   bench_writer_stop
 #   bench_nchan_start DIR memory|redis
 #                                    nginx + Nchan (bench/nchan.conf.template): NCHAN_PORT,
 #                                    NCHAN_MASTER_PID, NCHAN_WORKER_PIDS (space-separated)
@@ -122,13 +127,45 @@ _bench_nginx_workers() {
     printf '%s\n' "$pids"
 }
 
+# _bench_front_start DIR SITE WS_ADDR WEB_ADDR [MAIN]: nginx with the site SITE rendered as
+# run-local.sh renders it (its wsserver and webserver upstreams replaced by WS_ADDR and WEB_ADDR,
+# e.g. unix:DIR/ws.sock; the listen line on a free port with Nchan's backlog) inside the main
+# context MAIN (default bench/crier-nginx.conf.template); waits until GET /healthz through it
+# answers 200: FRONT_PORT, FRONT_MASTER_PID, FRONT_WORKER_PIDS.
+_bench_front_start() {
+    local dir=$1 site=$2 ws=$3 web=$4 main=${5:-} root user_line="" i
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    main=${main:-$root/bench/crier-nginx.conf.template}
+    FRONT_PORT=$(free_port)
+    sed -e "s|unix:/run/crier/webserver.sock|$web|" -e "s|unix:/run/crier/wsserver.sock|$ws|" \
+        -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$FRONT_PORT backlog=4096;|" "$site" >"$dir/crier.conf"
+    if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
+        user_line="user root;"
+    fi
+    sed -e "s|@USER_LINE@|$user_line|" -e "s|@DIR@|$dir|g" -e "s|@WORKERS@|$BENCH_SERVER_WORKERS|" \
+        -e "s|@SITE@|$dir/crier.conf|" "$main" >"$dir/nginx.conf"
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec "${NGINX:-nginx}" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
+    ) >"$dir/nginx-stdout.log" 2>&1 &
+    FRONT_MASTER_PID=$!
+    FRONT_WORKER_PIDS=$(_bench_nginx_workers "$FRONT_MASTER_PID")
+    for ((i = 0; i < 200; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FRONT_PORT/healthz" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.05
+    done
+    _bench_log "nginx in front did not answer; see $dir/*.log"
+    return 1
+}
+
 bench_deployed_start() {
-    local dir=$1/deployed bin=$2 root site user_line="" admin i
+    local dir=$1/deployed bin=$2 root site main=${4:-} admin i
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     site=${3:-$root/nginx/crier.conf}
     mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     rm -f "$dir/ws.sock" "$dir/web.sock"
-    read -r FRONT_PORT admin <<<"$(free_ports 2)"
+    admin=$(free_port)
     CRIER_TOKEN=bench-token-0123456789abcdef
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
@@ -143,32 +180,15 @@ bench_deployed_start() {
             --listen "unix:$dir/web.sock" --admin-listen "" --redis-url "redis://127.0.0.1:$REDIS_PORT"
     ) >"$dir/webserver.log" 2>&1 &
     WEB_PID=$!
-    # The shipped site, its three tokens replaced (as run-local.sh does); the listen line gets
-    # Nchan's backlog.
-    sed -e "s|unix:/run/crier/webserver.sock|unix:$dir/web.sock|" -e "s|unix:/run/crier/wsserver.sock|unix:$dir/ws.sock|" \
-        -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$FRONT_PORT backlog=4096;|" "$site" >"$dir/crier.conf"
-    if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
-        user_line="user root;"
-    fi
-    sed -e "s|@USER_LINE@|$user_line|" -e "s|@DIR@|$dir|g" -e "s|@WORKERS@|$BENCH_SERVER_WORKERS|" \
-        -e "s|@SITE@|$dir/crier.conf|" "$root/bench/crier-nginx.conf.template" >"$dir/nginx.conf"
     for ((i = 0; i < 200; i++)); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" 2>/dev/null) == 200 &&
             -S $dir/web.sock ]] && break
         sleep 0.05
     done
-    (
-        ulimit -n "$BENCH_SERVER_NOFILE"
-        exec "${NGINX:-nginx}" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
-    ) >"$dir/nginx-stdout.log" 2>&1 &
-    FRONT_MASTER_PID=$!
-    FRONT_WORKER_PIDS=$(_bench_nginx_workers "$FRONT_MASTER_PID")
-    for ((i = 0; i < 200; i++)); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FRONT_PORT/healthz" 2>/dev/null) == 200 ]] && return 0
-        sleep 0.05
-    done
-    _bench_log "crier as deployed did not answer through nginx; see $dir/*.log"
-    return 1
+    _bench_front_start "$dir" "$site" "unix:$dir/ws.sock" "unix:$dir/web.sock" "$main" || {
+        _bench_log "crier as deployed did not answer through nginx; see $dir/*.log"
+        return 1
+    }
 }
 
 bench_deployed_stop() {
@@ -178,11 +198,49 @@ bench_deployed_stop() {
     FRONT_WORKER_PIDS=''
 }
 
+# bench_writer_start DIR WRITER [deployed [SITE [MAIN]]]: the minimal fan-out writer
+# (bench/loopback-send's ws-writer): alone on a TCP port (WRITER_PORT), or "deployed" on a unix
+# socket behind nginx with SITE (default nginx/crier.conf; both upstreams are the writer) as
+# bench_deployed_start runs it: WRITER_PID, and FRONT_* for deployed.
+bench_writer_start() {
+    local dir=$1/writer writer=$2 mode=${3:-} site=${4:-} main=${5:-} root i
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    site=${site:-$root/nginx/crier.conf}
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
+    rm -f "$dir/writer.sock"
+    WRITER_PORT=$(free_port)
+    local listen=(--tcp "127.0.0.1:$WRITER_PORT")
+    [[ $mode == deployed ]] && listen+=(--unix "$dir/writer.sock")
+    (
+        ulimit -n "$BENCH_SERVER_NOFILE"
+        exec "$writer" "${listen[@]}"
+    ) >"$dir/writer.log" 2>&1 &
+    WRITER_PID=$!
+    _bench_wait_port "$WRITER_PORT" 10 || { _bench_log "ws-writer did not start; see $dir/writer.log"; return 1; }
+    if [[ $mode == deployed ]]; then
+        for ((i = 0; i < 100; i++)); do
+            [[ -S $dir/writer.sock ]] && break
+            sleep 0.05
+        done
+        _bench_front_start "$dir" "$site" "unix:$dir/writer.sock" "unix:$dir/writer.sock" "$main"
+    fi
+}
+
+bench_writer_stop() {
+    _bench_kill "${FRONT_MASTER_PID:-}" 20
+    _bench_kill "${WRITER_PID:-}" 10
+    FRONT_MASTER_PID=''
+    FRONT_WORKER_PIDS=''
+    WRITER_PID=''
+}
+
 bench_nchan_start() {
     local dir=$1 variant=$2 root user_line="" upstream="" pass="" i
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     NCHAN_PORT=$(free_port)
     mkdir -p "$dir/nchan"
+    dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
         user_line="user root;"
     fi
@@ -242,6 +300,8 @@ bench_loadgen_args() {
             else
                 pids="$pids,webserver=$WEB_PID,redis=$REDIS_PID"
                 publish="--publish api --publish-url http://127.0.0.1:$FRONT_PORT/api/publish --publish-token $CRIER_TOKEN"
+                # Publishers that write to Redis themselves (ws4redis' Django side) skip nginx.
+                [[ ${BENCH_DEPLOYED_PUBLISH:-api} == redis ]] && publish="--publish redis"
             fi
             echo "--ws-url ws://127.0.0.1:$FRONT_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
                 "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
@@ -259,6 +319,22 @@ bench_loadgen_args() {
             fi
             echo "--ws-url ws://127.0.0.1:$WS_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
                 "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
+            ;;
+        writer)
+            pids="writer=$WRITER_PID"
+            publish="--publish http --publish-url http://127.0.0.1:$WRITER_PORT/pub?id={channel}"
+            [[ $scenario == idle ]] && publish="--publish none"
+            echo "--audience channel --ws-url ws://127.0.0.1:$WRITER_PORT/sub?id={channel} $publish --server-pid $pids"
+            ;;
+        writer-deployed)
+            local p
+            pids="writer=$WRITER_PID,nginx=$FRONT_MASTER_PID"
+            for p in $FRONT_WORKER_PIDS; do
+                pids="$pids,nginx-worker=$p"
+            done
+            publish="--publish http --publish-url http://127.0.0.1:$FRONT_PORT/pub?id={channel}"
+            [[ $scenario == idle ]] && publish="--publish none"
+            echo "--audience channel --ws-url ws://127.0.0.1:$FRONT_PORT/ws/sub?id={channel} $publish --server-pid $pids"
             ;;
         nchan | nchan-redis)
             pids="nginx=$NCHAN_MASTER_PID"

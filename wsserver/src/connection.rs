@@ -66,13 +66,16 @@ pub async fn run<G: Send + 'static>(app: Arc<App>, mut stream: Stream, mut live:
                     _ => None,
                 }
             }
-            Stream::Unix(s) => {
-                let (rd, wr) = s.into_split();
-                match serve_halves(&app, rd, WriteHalf::Unix(wr), &mut live).await {
+            Stream::Unix(s) => match crate::unix_socket::split(s) {
+                Ok((rd, wr)) => match serve_halves(&app, rd, WriteHalf::Unix(wr), &mut live).await {
                     Some((rd, WriteHalf::Unix(wr))) => rd.reunite(wr).ok().map(Stream::Unix),
                     _ => None,
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not register an upgraded unix socket; dropping it");
+                    None
                 }
-            }
+            },
         };
         let Some(frozen) = frozen else { break };
         match Box::pin(crate::handoff::give::offer(&app, &frozen, &live)).await {

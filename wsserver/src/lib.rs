@@ -51,6 +51,7 @@ pub mod store;
 pub mod subscriber;
 #[cfg(test)]
 mod test_redis;
+pub mod unix_socket;
 pub mod upgrade;
 pub mod write_loop;
 pub mod writer;

@@ -15,7 +15,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::{tcp, unix};
+use tokio::net::tcp;
+
+use crate::unix_socket::UnixWriteHalf;
 
 /// Most frames one direct write carries.
 const DIRECT_SLICES: usize = 16;
@@ -41,10 +43,11 @@ impl Progress {
     }
 }
 
-/// The write half of one socket: from nginx over TCP or over a unix socket.
+/// The write half of one socket: from nginx over TCP or over a unix socket (registered for
+/// readability only, see [`crate::unix_socket`]).
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
-    Unix(unix::OwnedWriteHalf),
+    Unix(UnixWriteHalf),
 }
 
 impl WriteHalf {
@@ -145,7 +148,7 @@ impl SocketWriter {
     pub fn prefetch_hints(self: &Arc<Self>) -> [usize; 2] {
         let stream = match &self.half {
             WriteHalf::Tcp(h) => std::ptr::from_ref::<tokio::net::TcpStream>(h.as_ref()) as usize,
-            WriteHalf::Unix(h) => std::ptr::from_ref::<tokio::net::UnixStream>(h.as_ref()) as usize,
+            WriteHalf::Unix(h) => h.as_ptr(),
         };
         [Arc::as_ptr(self) as usize, stream]
     }
@@ -184,7 +187,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn writes_reach_a_unix_socket_peer() {
         let (server, mut peer) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = server.into_split();
+        let (_read, write) = crate::unix_socket::split(server).unwrap();
         let writer = SocketWriter::new(WriteHalf::Unix(write));
         assert_eq!(writer.try_write(&VecDeque::from(["ab", "c"].map(Bytes::from))), Some(3));
         writer.write_all(&[Bytes::from_static(b"de")]).await.unwrap();
