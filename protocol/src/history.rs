@@ -79,7 +79,8 @@ impl fmt::Display for HistoryFacilities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistorySettings {
     pub facilities: HistoryFacilities,
-    /// Messages kept per channel (the stream's MAXLEN).
+    /// Messages kept per channel: what one reconnect can be served (the stream's `MAXLEN ~`, so
+    /// up to one stream node more may be stored, never served).
     pub size: u32,
     /// How long a channel's history lives after its last publish.
     pub ttl: Duration,

@@ -113,11 +113,21 @@ pub fn unavailable() -> Recovery {
 pub struct History {
     settings: HistorySettings,
     prefix: KeyPrefix,
+    /// The settings as the scripts' arguments, formatted once rather than on every publish.
+    size_arg: String,
+    ttl_arg: String,
+    meta_ttl_arg: String,
 }
 
 impl History {
     pub fn new(settings: HistorySettings, prefix: KeyPrefix) -> History {
-        History { settings, prefix }
+        History {
+            size_arg: settings.size.to_string(),
+            ttl_arg: settings.ttl.as_secs().to_string(),
+            meta_ttl_arg: HistorySettings::META_TTL.as_secs().to_string(),
+            settings,
+            prefix,
+        }
     }
 
     pub fn settings(&self) -> &HistorySettings {
@@ -134,9 +144,6 @@ impl History {
         payload: &[u8],
         expire: u64,
     ) -> Result<Vec<Appended>, HistoryError> {
-        let size = self.settings.size.to_string();
-        let ttl = self.settings.ttl.as_secs().to_string();
-        let meta_ttl = HistorySettings::META_TTL.as_secs().to_string();
         let expire = expire.to_string();
         let keys: Vec<[String; 2]> =
             channels.iter().map(|c| [self.prefix.history_stream(c), self.prefix.history_meta(c)]).collect();
@@ -149,9 +156,9 @@ impl History {
                 let keys = vec![stream.as_bytes(), meta.as_bytes(), channel.as_str().as_bytes()];
                 let args = vec![
                     payload,
-                    size.as_bytes(),
-                    ttl.as_bytes(),
-                    meta_ttl.as_bytes(),
+                    self.size_arg.as_bytes(),
+                    self.ttl_arg.as_bytes(),
+                    self.meta_ttl_arg.as_bytes(),
                     epoch.as_bytes(),
                     expire.as_bytes(),
                     protocol::positioned::MAGIC,
@@ -172,8 +179,6 @@ impl History {
         channels: &[ChannelName],
         recover: &Recover,
     ) -> Result<Vec<ChannelHistory>, HistoryError> {
-        let meta_ttl = HistorySettings::META_TTL.as_secs().to_string();
-        let size = self.settings.size.to_string();
         let tokens: Vec<[String; 2]> =
             recover.positions.iter().map(|p| [p.epoch.to_string(), p.offset.to_string()]).collect();
         let keys: Vec<[String; 2]> =
@@ -183,7 +188,7 @@ impl History {
             .iter()
             .zip(&epochs)
             .map(|([stream, meta], epoch)| {
-                let mut args = vec![epoch.as_bytes(), meta_ttl.as_bytes(), size.as_bytes()];
+                let mut args = vec![epoch.as_bytes(), self.meta_ttl_arg.as_bytes(), self.size_arg.as_bytes()];
                 for [e, o] in &tokens {
                     args.push(e.as_bytes());
                     args.push(o.as_bytes());

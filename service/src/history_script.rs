@@ -11,6 +11,11 @@ use redis::{RedisError, RedisResult, Value};
 /// KEYS: stream, meta, channel. ARGV: payload, size, ttl, meta ttl, new epoch, expire, magic.
 /// A missing meta (first publish, evicted, expired, Redis restarted) starts the new epoch and
 /// deletes any stale stream, so XADD can never meet an id "equal or smaller" than its top.
+/// The stream is trimmed approximately (`MAXLEN ~ size`: whole stream nodes only, never below
+/// `size`; up to one node, `stream-node-max-entries`, more stay stored), which costs about a third
+/// less Redis time per append than exact trimming once a channel's history is full (BENCHMARKS.md,
+/// "Recovery: the publish path"). What a reconnect can be served stays exactly `size` messages:
+/// READ hands out entries only when the client is at most `size` behind.
 /// Returns `{epoch, offset, receivers}`.
 pub const APPEND: &str = r#"
 local e = redis.call('HGET', KEYS[2], 'e')
@@ -20,7 +25,7 @@ if not e then
   redis.call('HSET', KEYS[2], 'e', e, 's', 0)
 end
 local offset = string.format('%d', redis.call('HINCRBY', KEYS[2], 's', 1))
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local n = redis.call('PUBLISH', KEYS[3], ARGV[7] .. e .. ':' .. offset .. '\0' .. ARGV[1])
@@ -92,11 +97,13 @@ impl Script {
         conn: &mut C,
         calls: &[Call<'_>],
     ) -> RedisResult<Vec<RedisResult<Value>>> {
-        let sha = match self.sha.get() {
-            Some(sha) => sha.clone(),
-            None => self.load(conn).await?,
+        let answers = match self.sha.get() {
+            Some(sha) => pipeline(conn, sha, calls).await?,
+            None => {
+                let sha = self.load(conn).await?;
+                pipeline(conn, &sha, calls).await?
+            }
         };
-        let answers = pipeline(conn, &sha, calls).await?;
         if !answers.iter().any(is_noscript) {
             return Ok(answers);
         }
