@@ -113,11 +113,17 @@ pub fn unavailable() -> Recovery {
 pub struct History {
     settings: HistorySettings,
     prefix: KeyPrefix,
+    publish: crate::redis_target::PublishCommand,
 }
 
 impl History {
     pub fn new(settings: HistorySettings, prefix: KeyPrefix) -> History {
-        History { settings, prefix }
+        History { settings, prefix, publish: crate::redis_target::PublishCommand::Publish }
+    }
+
+    /// Publishes with `publish` (`SPUBLISH` on a cluster) instead of `PUBLISH`.
+    pub fn publishing_with(self, publish: crate::redis_target::PublishCommand) -> History {
+        History { publish, ..self }
     }
 
     pub fn settings(&self) -> &HistorySettings {
@@ -155,6 +161,7 @@ impl History {
                     epoch.as_bytes(),
                     expire.as_bytes(),
                     protocol::positioned::MAGIC,
+                    self.publish.as_str().as_bytes(),
                 ];
                 (keys, args)
             })

@@ -19,6 +19,7 @@ use crate::identity::{IdentitySource, SessionIdentities};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceRecorder, PresenceScope};
 use crate::registry::Registry;
+use crate::shard_subscriber::ShardSubscriber;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
 
@@ -49,8 +50,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let target = config.redis.target().map_err(|e| RunError::RedisRefused(e.to_string()))?;
     service::redis_check::at_startup(&target).await.map_err(RunError::RedisRefused)?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads))
-        .map_err(RunError::Threads)?;
+    // On a cluster, channels are subscribed on two paths: classic and sharded.
+    let paths = if target.cluster().is_some() { 2 } else { 1 };
+    let (registry, mut dirty) =
+        Registry::with_paths(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads), paths)
+            .map_err(RunError::Threads)?;
+    let shard_dirty = (paths == 2).then(|| dirty.pop().expect("two paths"));
+    let dirty = dirty.pop().expect("the classic path");
     let heartbeat = crate::heartbeat::Heartbeat::new(config.heartbeat.as_deref(), config.heartbeat_interval);
     let session_ends = crate::session_end::SessionEnds::new(config.key_prefix().session_revocations());
     let store = Store::new(&target)?;
@@ -77,7 +83,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         access: config.access_rules()?,
         presence,
         store,
-        history: service::history::History::new(config.history.settings().expect("validated"), prefix.clone()),
+        history: service::history::History::new(config.history.settings().expect("validated"), prefix.clone())
+            .publishing_with(target.publish_command()),
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),
         per_ip: PerIpLimit::new(config.max_connections_per_ip),
@@ -90,6 +97,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
 
     let background = CancellationToken::new();
+    let shard_subscriber = match (target.cluster(), shard_dirty) {
+        (Some(cluster), Some(dirty)) => Some(tokio::spawn(
+            ShardSubscriber {
+                cluster: cluster.clone(),
+                registry: registry.clone(),
+                dirty,
+                heartbeat: heartbeat.clone(),
+                metrics: metrics.clone(),
+                cancel: background.clone(),
+            }
+            .run(),
+        )),
+        _ => None,
+    };
     let (first_connected, redis_reached) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(
         Subscriber {
@@ -159,6 +180,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), presence_task).await;
     background.cancel();
     let _ = subscriber.await;
+    if let Some(shard_subscriber) = shard_subscriber {
+        let _ = shard_subscriber.await;
+    }
     let _ = admin.await;
     tracing::info!("wsserver stopped");
     Ok(())
