@@ -20,9 +20,12 @@
 //! - [`rolling_restart`]: the rolling-restart loss measurement (two instances, one restarted).
 //! - [`test_ca`]: a test CA and server/client certificates (openssl CLI) for TLS to Redis.
 //! - [`sentinel`]: a master, a replica and three `redis-sentinel` processes for failover tests.
+//! - [`cluster`]: a Redis Cluster of three masters and three replicas (`redis-cli --cluster
+//!   create`), its topology, and slot moves.
 
 pub mod browser;
 pub mod built_binaries;
+pub mod cluster;
 pub mod cut_proxy;
 pub mod http;
 pub mod login;
@@ -48,7 +51,7 @@ pub use http::HttpResponse;
 pub use nginx::Nginx;
 pub use redis_server::{Redis, RedisOptions};
 pub use stack::{Stack, StackOptions};
-pub use sync::sync_clients;
+pub use sync::{sync_clients, sync_clients_with};
 pub use tempdir::TempDir;
 pub use wait::{try_wait_until, wait_until};
 pub use ws::{Event, HandshakeFailure, WsClient, WsOptions};
