@@ -315,9 +315,12 @@ async fn connections(cluster: &RedisCluster) -> usize {
     total
 }
 
-async fn settled_channels(stack: &Stack, at_least: f64) {
-    wait_until(SETTLE, "wsserver subscribed every channel on its shard", || async {
-        stack.metric("crier_ws_redis_channels").await.is_some_and(|n| n >= at_least)
+/// Waits until wsserver holds `channels` classic subscriptions (the revocations channel
+/// included) and `channels - 1` shard subscriptions.
+async fn settled_channels(stack: &Stack, channels: f64) {
+    wait_until(SETTLE, "wsserver subscribed every channel on both paths", || async {
+        stack.metric("crier_ws_redis_channels").await == Some(channels)
+            && stack.metric("crier_ws_redis_shard_channels").await == Some(channels - 1.0)
             && stack.metric("crier_ws_redis_unplaced_channels").await == Some(0.0)
     })
     .await;
@@ -340,7 +343,10 @@ async fn redis_connections_stay_the_same_from_1_to_1000_sockets_and_1_to_10000_c
     for _ in 1..1000 {
         sockets.push(stack.connect_direct(path).await);
     }
-    assert_eq!(stack.metric("crier_ws_sockets_open").await, Some(1000.0));
+    wait_until(SETTLE, "wsserver counts 1,000 sockets", || async {
+        stack.metric("crier_ws_sockets_open").await == Some(1000.0)
+    })
+    .await;
     assert_eq!(connections(&cluster).await, one, "1,000 sockets use the connections of one");
 
     let url = stack.direct_ws_url("/ws/room?subscribe-group");

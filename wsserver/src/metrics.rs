@@ -104,6 +104,8 @@ pub struct Metrics {
     pub redis_shard_connections: AtomicI64,
     /// Redis Cluster: channels subscribed again after a lost connection or a moved slot.
     pub redis_resubscriptions: AtomicU64,
+    /// Redis Cluster: channels subscribed with `SSUBSCRIBE` on their shard's master.
+    pub redis_shard_channels: AtomicI64,
     /// Redis Cluster: channels with local interest whose shard has no reachable master.
     pub redis_unplaced_channels: AtomicI64,
     /// History appends (client publishes) and recoveries.
@@ -214,6 +216,12 @@ impl Metrics {
             "gauge",
             "Redis pub/sub connections open: the classic one, plus one per master on a Redis Cluster.",
             (self.redis_up.load(Relaxed) + self.redis_shard_connections.load(Relaxed)).to_string(),
+        );
+        metric(
+            "crier_ws_redis_shard_channels",
+            "gauge",
+            "Redis Cluster: channels subscribed with SSUBSCRIBE on their shard's master.",
+            self.redis_shard_channels.load(Relaxed).to_string(),
         );
         metric(
             "crier_ws_redis_resubscriptions_total",

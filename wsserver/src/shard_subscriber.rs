@@ -141,6 +141,7 @@ impl ShardSubscriber {
 
     fn publish_gauges(&self, state: &State) {
         self.metrics.redis_shard_connections.store(state.links.len() as i64, Ordering::Relaxed);
+        self.metrics.redis_shard_channels.store(state.placed.len() as i64, Ordering::Relaxed);
         let unplaced = state.wanted.iter().filter(|c| !state.placed.contains_key(*c)).count();
         self.metrics.redis_unplaced_channels.store(unplaced as i64, Ordering::Relaxed);
     }
