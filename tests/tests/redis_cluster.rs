@@ -207,9 +207,17 @@ async fn a_killed_master_is_replaced_by_its_replica_and_delivery_resumes_with_so
         http::try_get(&readyz).await.is_ok_and(|r| r.status == 503)
     })
     .await;
+    let alive: Vec<usize> = ALL.into_iter().filter(|&i| i != master).collect();
+    let mut promoted_at = None;
     let mut attempt = 0;
     let resumed = loop {
         assert!(killed.elapsed() < SETTLE, "delivery never resumed:\n{}", cluster.logs());
+        if promoted_at.is_none() {
+            let owner = cluster.master_of_slot(&alive, cluster_slot(&channel)).await;
+            if owner.is_some_and(|o| o != master) {
+                promoted_at = Some(killed.elapsed());
+            }
+        }
         attempt += 1;
         let message = format!("during failover {attempt}");
         let (status, answer) = publish_to(&stack, &facility, &body, &message).await;
@@ -225,12 +233,22 @@ async fn a_killed_master_is_replaced_by_its_replica_and_delivery_resumes_with_so
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    println!("cluster failover: delivery resumed {} ms after the master was killed", resumed.as_millis());
-    assert!(
-        resumed < NODE_TIMEOUT + Duration::from_secs(2),
-        "delivery resumed {resumed:?} after the kill, more than the node timeout + 2 s"
+    let promoted = promoted_at.unwrap_or(resumed);
+    println!(
+        "cluster failover: delivery resumed {} ms after the master was killed (replica promoted after {} ms)",
+        resumed.as_millis(),
+        promoted.as_millis()
     );
-    let alive: Vec<usize> = ALL.into_iter().filter(|&i| i != master).collect();
+    // Redis promotes the replica after the node timeout, the FAIL broadcast and an election
+    // delay of 0.5 to 1 s; Crier's share is what follows the promotion.
+    assert!(
+        resumed.saturating_sub(promoted) < Duration::from_secs(2),
+        "delivery resumed {resumed:?} after the kill, more than 2 s after the promotion ({promoted:?})"
+    );
+    assert!(
+        resumed < NODE_TIMEOUT * 2 + Duration::from_secs(2),
+        "delivery resumed {resumed:?} after the kill (node timeout {NODE_TIMEOUT:?})"
+    );
     let promoted = cluster.master_of_slot(&alive, cluster_slot(&channel)).await;
     assert!(promoted.is_some_and(|p| p != master), "a replica was promoted: {promoted:?}");
     wait_until(SETTLE, "wsserver /readyz answers 200 again", || async {
@@ -305,12 +323,17 @@ async fn a_resharded_slot_keeps_delivering() {
     assert!(stack.metric("crier_ws_redis_resubscriptions_total").await.unwrap_or(0.0) >= 1.0);
 }
 
-/// Client connections on every node (the harness's own included: the same at each count).
+/// Client connections held on every node (the test's own cluster connection included: the
+/// same at each count). One-command connections are left out: this count's own (`CLIENT
+/// LIST`, whose close a node may not have noticed yet) and topology reads (`CLUSTER SHARDS`).
 async fn connections(cluster: &RedisCluster) -> usize {
     let mut total = 0;
     for i in 0..6 {
         let list: String = cluster.query(i, redis::cmd("CLIENT").arg("LIST")).await;
-        total += list.lines().filter(|l| !l.trim().is_empty()).count();
+        total += list
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains("cmd=client|list") && !l.contains("cmd=cluster|shards"))
+            .count();
     }
     total
 }

@@ -73,6 +73,8 @@ struct State {
     lost: HashSet<ChannelName>,
     /// The topology must be re-read before the next placement.
     stale: bool,
+    /// Masters found unreachable and already logged (once per outage).
+    unreachable: HashSet<HostPort>,
     next_id: u64,
     pushes: mpsc::UnboundedSender<Pushed>,
 }
@@ -88,6 +90,7 @@ impl ShardSubscriber {
             wanted: self.registry.channels().into_iter().collect(),
             lost: HashSet::new(),
             stale: true,
+            unreachable: HashSet::new(),
             next_id: 0,
             pushes,
         };
@@ -181,13 +184,20 @@ impl ShardSubscriber {
                 .set_push_sender(move |push: PushInfo| pushes.send((id, push)));
             client.get_multiplexed_async_connection_with_config(&config).await
         };
-        match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
+        let why = match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => {
                 tracing::info!(node = %addr, "redis shard pub/sub connected");
+                state.unreachable.remove(addr);
                 state.links.insert(addr.clone(), Link { id, conn });
+                return;
             }
-            Ok(Err(e)) => tracing::warn!(node = %addr, "cannot reach a redis cluster master: {e}"),
-            Err(_) => tracing::warn!(node = %addr, "redis cluster master did not answer within {COMMAND_TIMEOUT:?}"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {COMMAND_TIMEOUT:?}"),
+        };
+        if state.unreachable.insert(addr.clone()) {
+            tracing::warn!(node = %addr, "cannot reach a redis cluster master ({why}); retrying while the topology names it");
+        } else {
+            tracing::debug!(node = %addr, "redis cluster master still unreachable: {why}");
         }
     }
 
