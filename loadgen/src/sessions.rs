@@ -1,5 +1,6 @@
 //! Logged-in clients without logging in: session records written straight into Redis, as
-//! webserver would write them at login, under names built by the protocol crate.
+//! webserver would write them at login, under names built by the protocol crate (through a
+//! cluster client on a Redis Cluster).
 
 use std::time::Duration;
 
@@ -15,11 +16,29 @@ const BATCH: usize = 1000;
 /// Writes one session per client: client i is user `lgu<i % channels>`.
 pub async fn write_sessions(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
     let prefix = KeyPrefix::new(&cfg.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
-    let client = redis::Client::open(cfg.redis_url.as_str()).context("--redis-url")?;
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
+    if cfg.redis_cluster_nodes.is_empty() {
+        let client = redis::Client::open(cfg.redis_url.as_str()).context("--redis-url")?;
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
+            .await
+            .context("connecting to redis timed out")?
+            .context("connecting to redis")?;
+        return write_all(cfg, run_id, &prefix, &mut conn).await;
+    }
+    let nodes = cfg.redis_cluster_nodes.iter().map(|n| format!("redis://{}", n.trim()));
+    let client = redis::cluster::ClusterClient::new(nodes).context("--redis-cluster-nodes")?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_async_connection())
         .await
-        .context("connecting to redis timed out")?
-        .context("connecting to redis")?;
+        .context("connecting to the redis cluster timed out")?
+        .context("connecting to the redis cluster")?;
+    write_all(cfg, run_id, &prefix, &mut conn).await
+}
+
+async fn write_all<C: redis::aio::ConnectionLike>(
+    cfg: &Config,
+    run_id: &str,
+    prefix: &KeyPrefix,
+    conn: &mut C,
+) -> anyhow::Result<()> {
     for start in (0..cfg.clients).step_by(BATCH) {
         let mut pipe = redis::pipe();
         for i in start..(start + BATCH).min(cfg.clients) {
@@ -33,7 +52,7 @@ pub async fn write_sessions(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
                 .arg(cfg.session_ttl)
                 .ignore();
         }
-        tokio::time::timeout(Duration::from_secs(30), pipe.query_async::<()>(&mut conn))
+        tokio::time::timeout(Duration::from_secs(30), pipe.query_async::<()>(conn))
             .await
             .context("writing sessions timed out")?
             .context("writing sessions")?;

@@ -20,6 +20,7 @@ pub mod reconnect;
 pub mod redact;
 pub mod redis_check;
 pub mod redis_cluster;
+pub mod redis_cluster_pipeline;
 pub mod redis_config;
 pub mod redis_link;
 pub mod redis_sentinel;

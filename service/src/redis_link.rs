@@ -134,7 +134,10 @@ impl ConnectionLike for CommandConnection {
             }),
             Link::Cluster(cluster, cell) => Box::pin(async move {
                 let mut conn = cluster_connection(cluster, cell).await;
-                conn.req_packed_commands(pipeline, offset, count).await
+                if pipeline.is_transaction() || offset != 0 {
+                    return conn.req_packed_commands(pipeline, offset, count).await;
+                }
+                crate::redis_cluster_pipeline::run_split(&mut conn, pipeline).await
             }),
         }
     }

@@ -429,3 +429,71 @@ async fn receive(client: &mut RecoveringClient, n: usize) {
         assert!(client.pump_one(Duration::from_millis(200)).await, "connection ended; got {:?}", client.received);
     }
 }
+
+/// A target for the test's own use of webserver's store on the cluster.
+fn cluster_target(cluster: &RedisCluster) -> service::redis_target::RedisTarget {
+    use clap::{Args, FromArgMatches};
+    let mut argv = vec!["test".to_owned()];
+    argv.extend(cluster.crier_flags());
+    let matches = service::redis_config::RedisArgs::augment_args(clap::Command::new("test")).get_matches_from(argv);
+    service::redis_config::RedisArgs::from_arg_matches(&matches).unwrap().target().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_multi_channel_publishes_and_logout_work_across_slots() {
+    use crier_tests::login::{cookie_value, hidden_csrf, home, login, post_form, set_cookie};
+    let cluster = RedisCluster::start().await;
+    let conn = cluster.connection().await;
+    let stack = Stack::start(cluster_stack(&cluster)).await;
+    // An account: its record and the account index are in different slots (one pipeline).
+    let store = webserver::store::Store::new(
+        &cluster_target(&cluster),
+        KeyPrefix::default(),
+        protocol::HistorySettings::off(),
+        Default::default(),
+    )
+    .unwrap();
+    let account = webserver::accounts::Account {
+        name: Name::parse("ann").unwrap(),
+        password_hash: webserver::accounts::hash_password("ann-password").unwrap(),
+        groups: vec![Name::parse("staff").unwrap()],
+    };
+    store.put_account(&account).await.expect("an account written across slots");
+    assert_eq!(store.account_names().await.unwrap(), [Name::parse("ann").unwrap()]);
+    // Login writes the session record and the user's session index (different slots).
+    let base = stack.front_url("");
+    let session = login(&base, "ann", "ann-password").await;
+    let flags = "subscribe-broadcast&subscribe-user&subscribe-group&publish-broadcast&publish-user&publish-group&echo";
+    let url = stack.ws_url(&format!("/ws/multi?{flags}"));
+    let mut socket = vec![open_with_session(&url, Some(&session)).await];
+    let channels = ["broadcast:multi", "user:ann:multi", "group:staff:multi"];
+    let slots: std::collections::HashSet<u16> = channels.iter().map(|c| cluster_slot(c)).collect();
+    assert!(slots.len() > 1, "the channels span several slots");
+    for channel in channels {
+        sync_both(&cluster, &conn, channel, &mut socket).await;
+    }
+
+    // One API publish to several channels on several slots.
+    let body = json!({"broadcast": true, "users": ["ann", "bob"], "groups": ["staff"]});
+    let (status, answer) = publish_to(&stack, "multi", &body, "to all of them").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["receivers"], 3, "broadcast, user:ann and group:staff are subscribed: {answer}");
+    for _ in 0..3 {
+        assert_eq!(socket[0].expect_text(RECV).await, "to all of them");
+    }
+    // A client publish to its three publish channels (echo on: it receives each copy).
+    socket[0].send_text("from the client").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(socket[0].expect_text(RECV).await, "from the client");
+    }
+
+    // Logout deletes the session and its index entry and announces it: the socket is closed.
+    let page = home(&base, &session).await;
+    let csrf = hidden_csrf(&page.body).expect("logout form csrf");
+    let response =
+        post_form(&format!("{base}/logout"), Some(&format!("sessionid={session}")), &[("csrf", &csrf)], &[]).await;
+    assert_eq!(response.status, 303, "{}", response.body);
+    assert_eq!(cookie_value(set_cookie(&response, "sessionid").unwrap()), "");
+    let (code, reason) = socket[0].expect_close(RECV).await;
+    assert_eq!((code, reason.as_str()), (1008, "session ended"));
+}
