@@ -216,7 +216,8 @@ impl ShardSubscriber {
     }
 
     fn on_push(&self, state: &mut State, id: u64, push: PushInfo) {
-        let link = state.links.iter().find(|(_, l)| l.id == id).map(|(a, _)| a.clone());
+        // The master whose current connection sent it (none for a replaced connection's).
+        let link = || state.links.iter().find(|(_, l)| l.id == id).map(|(a, _)| a.clone());
         match push.kind {
             PushKind::SMessage => {
                 if let [channel, payload] = &push.data[..] {
@@ -234,7 +235,7 @@ impl ShardSubscriber {
             PushKind::SUnsubscribe => {
                 // Our own SUNSUBSCRIBEs leave `placed` first; one for a channel still placed
                 // on this connection is the server's: the slot moved away.
-                let Some(addr) = link else { return };
+                let Some(addr) = link() else { return };
                 let Some(Value::BulkString(name)) = push.data.first() else { return };
                 let Ok(name) = std::str::from_utf8(name) else { return };
                 let channel = ChannelName::from_redis(name);
@@ -247,7 +248,7 @@ impl ShardSubscriber {
                 }
             }
             PushKind::Disconnection => {
-                if let Some(addr) = link {
+                if let Some(addr) = link() {
                     tracing::warn!(node = %addr, "redis shard pub/sub connection lost; re-reading the topology");
                     self.drop_link(state, &addr);
                 }
