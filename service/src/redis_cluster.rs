@@ -50,6 +50,8 @@ pub struct Cluster {
     client: redis::cluster::ClusterClient,
     /// Nodes seen in the last topology read, asked first next time (the seeds after them).
     known: Mutex<Vec<HostPort>>,
+    /// The connection the last topology read went through, kept for the next one.
+    topology: tokio::sync::Mutex<Option<(HostPort, redis::aio::MultiplexedConnection)>>,
 }
 
 impl fmt::Debug for Cluster {
@@ -80,7 +82,12 @@ impl Cluster {
         if let Some(tls) = &settings.tls {
             builder = builder.certs(tls.certificates());
         }
-        Ok(Cluster { client: builder.build()?, settings, known: Mutex::new(Vec::new()) })
+        Ok(Cluster {
+            client: builder.build()?,
+            settings,
+            known: Mutex::new(Vec::new()),
+            topology: tokio::sync::Mutex::new(None),
+        })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -117,22 +124,36 @@ impl Cluster {
         list
     }
 
-    /// The shards, read with `CLUSTER SHARDS` from the first node that answers.
+    /// The shards, read with `CLUSTER SHARDS` from the first node that answers (over the
+    /// connection of the last read while it works).
     pub async fn shards(&self) -> RedisResult<Vec<Shard>> {
+        let mut kept = self.topology.lock().await;
         let mut problems = Vec::new();
-        for node in self.candidates() {
+        let mut candidates = self.candidates();
+        if let Some((node, _)) = kept.as_ref() {
+            candidates.retain(|c| c != node);
+            candidates.insert(0, node.clone());
+        }
+        for node in candidates {
+            let cached = kept.take().filter(|(n, _)| *n == node).map(|(_, c)| c);
             let attempt = async {
-                let mut conn = self
-                    .node_client(&node, false)?
-                    .get_multiplexed_async_connection_with_config(&crate::redis_link::async_config())
-                    .await?;
-                redis::cmd("CLUSTER").arg("SHARDS").query_async::<Value>(&mut conn).await
+                let mut conn = match cached {
+                    Some(conn) => conn,
+                    None => {
+                        self.node_client(&node, false)?
+                            .get_multiplexed_async_connection_with_config(&crate::redis_link::async_config())
+                            .await?
+                    }
+                };
+                let value = redis::cmd("CLUSTER").arg("SHARDS").query_async::<Value>(&mut conn).await?;
+                RedisResult::Ok((value, conn))
             };
             let answer = tokio::time::timeout(RESPONSE_TIMEOUT * 2, attempt)
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
             match answer {
-                Ok(value) => {
+                Ok((value, conn)) => {
+                    *kept = Some((node.clone(), conn));
                     let shards = parse_shards(&value, self.settings.tls.is_some()).map_err(|problem| {
                         redis::RedisError::from(std::io::Error::other(format!(
                             "{node} answered CLUSTER SHARDS unexpectedly: {problem}"

@@ -1,8 +1,8 @@
 //! A Redis Cluster for tests: six `redis-server --cluster-enabled yes` processes on loopback
 //! ports (each a [`Redis`], with the harness's Unix socket beside), joined by
 //! `redis-cli --cluster create … --cluster-replicas 1` into three masters with one replica each,
-//! a two-second `cluster-node-timeout`, and ready once every node says `cluster_state:ok` and
-//! sees three shards with a master and a replica each. Helpers read the topology (`CLUSTER
+//! a two-second `cluster-node-timeout`, and ready once every node says `cluster_state:ok`, sees
+//! three shards with a master each, and every replica's link to its master is up. Helpers read the topology (`CLUSTER
 //! SHARDS`, `CLUSTER KEYSLOT`), publish on the right node, and move a slot between masters.
 
 use std::process::{Command, Stdio};
@@ -72,6 +72,14 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes, ports };
         cluster.wait_settled(&(0..6).collect::<Vec<_>>()).await;
+        let this = &cluster;
+        for i in 0..6 {
+            wait_until(READY, "every replica is in sync with its master", || async move {
+                let info: Option<String> = this.try_query(i, redis::cmd("INFO").arg("replication")).await;
+                info.is_some_and(|info| info.contains("role:master") || info.contains("master_link_status:up"))
+            })
+            .await;
+        }
         cluster
     }
 
