@@ -512,3 +512,33 @@ async fn login_multi_channel_publishes_and_logout_work_across_slots() {
     let (code, reason) = socket[0].expect_close(RECV).await;
     assert_eq!((code, reason.as_str()), (1008, "session ended"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_events_and_lists_work_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let mut conn = cluster.connection().await;
+    put_session(&mut conn, "sa", "ann", &[]).await;
+    let stack = Stack::start(cluster_stack(&cluster).ws_args(&["--presence", "lobby"])).await;
+    let events = "broadcast:presence/lobby";
+    let mut watcher = vec![stack.connect("/ws/presence/lobby?subscribe-broadcast").await];
+    sync_both(&cluster, &conn, events, &mut watcher).await;
+
+    // The enter script updates the presence set and SPUBLISHes on the events channel: one slot.
+    let ann = open_with_session(&stack.ws_url("/ws/lobby"), Some("sa")).await;
+    let joined: serde_json::Value = serde_json::from_str(&watcher[0].expect_text(RECV).await).unwrap();
+    assert_eq!(joined, json!({"event": "join", "user": "ann", "facility": "lobby"}));
+    let key = KeyPrefix::default().presence(&protocol::Facility::parse("lobby").unwrap());
+    assert_eq!(cluster_slot(&key), cluster_slot(events), "{key}");
+    let auth = format!("Bearer {}", stack.publish_token());
+    let listed = http::request(
+        hyper::Method::GET,
+        &stack.front_url("/api/presence/lobby"),
+        &[("authorization", &auth)],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(listed.json(), json!({"facility": "lobby", "users": ["ann"]}), "{}", listed.body);
+    ann.close().await;
+    let left: serde_json::Value = serde_json::from_str(&watcher[0].expect_text(RECV).await).unwrap();
+    assert_eq!(left, json!({"event": "leave", "user": "ann", "facility": "lobby"}));
+}
