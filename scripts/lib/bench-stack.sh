@@ -89,8 +89,9 @@ bench_cluster_start() {
     CLUSTER_PIDS=()
     for port in "${CLUSTER_PORTS[@]}"; do
         mkdir -p "$dir/$port"
+        # The bus port defaults to port + 10000, beyond 65535 for a high free port.
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --maxclients 10000 \
-            --cluster-enabled yes --cluster-config-file "$dir/$port/nodes.conf" --dir "$dir/$port" \
+            --cluster-enabled yes --cluster-port "$(free_port)" --cluster-config-file "$dir/$port/nodes.conf" --dir "$dir/$port" \
             --daemonize no --logfile "$dir/$port/redis.log" &
         CLUSTER_PIDS+=($!)
         _bench_wait_port "$port" 10 || { _bench_log "cluster node $port did not start"; return 1; }

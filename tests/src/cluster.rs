@@ -43,6 +43,9 @@ impl RedisCluster {
                 args: vec![
                     "--cluster-enabled".into(),
                     "yes".into(),
+                    // The bus port defaults to port + 10000, beyond 65535 for a high free port.
+                    "--cluster-port".into(),
+                    free_port().to_string(),
                     "--cluster-node-timeout".into(),
                     NODE_TIMEOUT.as_millis().to_string(),
                     // A replica with stale data still takes over: the tests kill masters.
