@@ -30,7 +30,26 @@ pub async fn write_sessions(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
         .await
         .context("connecting to the redis cluster timed out")?
         .context("connecting to the redis cluster")?;
-    write_all(cfg, run_id, &prefix, &mut conn).await
+    // A cluster pipeline must stay in one slot: one SET at a time, routed by its key.
+    let write = async {
+        for i in 0..cfg.clients {
+            let (key, json) = record(cfg, run_id, &prefix, i)?;
+            redis::cmd("SET").arg(key).arg(json).arg("EX").arg(cfg.session_ttl).query_async::<()>(&mut conn).await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(120), write)
+        .await
+        .context("writing sessions timed out")?
+        .context("writing sessions")
+}
+
+/// Client `i`'s session record key and JSON.
+fn record(cfg: &Config, run_id: &str, prefix: &KeyPrefix, i: usize) -> anyhow::Result<(String, String)> {
+    let key = SessionKey::parse(&session_key(run_id, i)).map_err(|e| anyhow::anyhow!("session key: {e}"))?;
+    let user = Name::parse(&user_name(i % cfg.channels)).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+    let record = SessionRecord { user, groups: Vec::new(), csrf: String::new() };
+    Ok((prefix.session_record(&key), record.to_json()))
 }
 
 async fn write_all<C: redis::aio::ConnectionLike>(
@@ -42,15 +61,8 @@ async fn write_all<C: redis::aio::ConnectionLike>(
     for start in (0..cfg.clients).step_by(BATCH) {
         let mut pipe = redis::pipe();
         for i in start..(start + BATCH).min(cfg.clients) {
-            let key = SessionKey::parse(&session_key(run_id, i)).map_err(|e| anyhow::anyhow!("session key: {e}"))?;
-            let user = Name::parse(&user_name(i % cfg.channels)).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
-            let record = SessionRecord { user, groups: Vec::new(), csrf: String::new() };
-            pipe.cmd("SET")
-                .arg(prefix.session_record(&key))
-                .arg(record.to_json())
-                .arg("EX")
-                .arg(cfg.session_ttl)
-                .ignore();
+            let (key, json) = record(cfg, run_id, prefix, i)?;
+            pipe.cmd("SET").arg(key).arg(json).arg("EX").arg(cfg.session_ttl).ignore();
         }
         tokio::time::timeout(Duration::from_secs(30), pipe.query_async::<()>(conn))
             .await
