@@ -106,7 +106,14 @@ impl ShardSubscriber {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
-                Some((id, push)) = pushed.recv() => self.on_push(&mut state, id, push),
+                Some((id, push)) = pushed.recv() => {
+                    if push.kind == PushKind::SMessage {
+                        // The hot path: nothing about placement changed.
+                        self.deliver(&push);
+                        continue;
+                    }
+                    self.on_push(&mut state, id, push);
+                }
                 Some(first) = self.dirty.recv() => {
                     let mut changed = HashSet::from([first]);
                     while let Ok(c) = self.dirty.try_recv() {
@@ -145,7 +152,8 @@ impl ShardSubscriber {
     fn publish_gauges(&self, state: &State) {
         self.metrics.redis_shard_connections.store(state.links.len() as i64, Ordering::Relaxed);
         self.metrics.redis_shard_channels.store(state.placed.len() as i64, Ordering::Relaxed);
-        let unplaced = state.wanted.iter().filter(|c| !state.placed.contains_key(*c)).count();
+        // After a reconcile every placed channel is wanted.
+        let unplaced = state.wanted.len().saturating_sub(state.placed.len());
         self.metrics.redis_unplaced_channels.store(unplaced as i64, Ordering::Relaxed);
     }
 
@@ -215,23 +223,24 @@ impl ShardSubscriber {
         state.stale = true;
     }
 
+    /// One `smessage` push to the registry (heartbeats dropped).
+    fn deliver(&self, push: &PushInfo) {
+        if let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] {
+            self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
+            if self.heartbeat.as_ref().is_some_and(|h| h.is(payload)) {
+                return;
+            }
+            if let Ok(channel) = std::str::from_utf8(channel) {
+                self.registry.deliver(channel, payload);
+            }
+        }
+    }
+
     fn on_push(&self, state: &mut State, id: u64, push: PushInfo) {
         // The master whose current connection sent it (none for a replaced connection's).
         let link = || state.links.iter().find(|(_, l)| l.id == id).map(|(a, _)| a.clone());
         match push.kind {
-            PushKind::SMessage => {
-                if let [channel, payload] = &push.data[..] {
-                    if let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) {
-                        self.metrics.redis_messages.fetch_add(1, Ordering::Relaxed);
-                        if self.heartbeat.as_ref().is_some_and(|h| h.is(payload)) {
-                            return;
-                        }
-                        if let Ok(channel) = std::str::from_utf8(channel) {
-                            self.registry.deliver(channel, payload);
-                        }
-                    }
-                }
-            }
+            PushKind::SMessage => self.deliver(&push),
             PushKind::SUnsubscribe => {
                 // Our own SUNSUBSCRIBEs leave `placed` first; one for a channel still placed
                 // on this connection is the server's: the slot moved away.
