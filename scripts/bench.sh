@@ -36,6 +36,10 @@
 #   writer-deployed  the same writer on a unix socket behind nginx with the shipped site, as
 #                crier-deployed runs wsserver: what the proxy hop alone costs (not in the default
 #                list; writer-deployed-b, -c, ... take BENCH_SITE_B/BENCH_MAIN_B like crier-deployed-b)
+#   crier-cluster  wsserver alone + webserver on a Redis Cluster of three masters (no replicas)
+#                instead of the single redis-server: SPUBLISH and one SSUBSCRIBE connection per
+#                master; records each master's SPUBLISH count (spublish_shard1..3). Not in the
+#                default list
 #   nchan        nginx + Nchan, memory store (websocket subscriber, HTTP publisher)
 #   nchan-redis  nginx + Nchan with nchan_redis_server/nchan_redis_pass, + redis-server
 #
@@ -154,6 +158,7 @@ cleanup() {
     bench_nchan_stop 2>/dev/null || true
     bench_writer_stop 2>/dev/null || true
     bench_redis_stop 2>/dev/null || true
+    bench_cluster_stop 2>/dev/null || true
     rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
@@ -229,6 +234,7 @@ start_system() {
             ;;
         crier) bench_crier_start "$SCRATCH" "$BIN" ;;
         crier-history) bench_crier_start "$SCRATCH" "$BIN" "${BENCH_HISTORY:-bench}" ;;
+        crier-cluster) bench_crier_start "$SCRATCH" "$BIN" "" "$CLUSTER_NODES" ;;
         nchan) bench_nchan_start "$SCRATCH" memory ;;
         nchan-redis) bench_nchan_start "$SCRATCH" redis ;;
     esac
@@ -237,15 +243,16 @@ start_system() {
 stop_system() {
     case $1 in
         crier-deployed*) bench_deployed_stop ;;
-        crier | crier-history) bench_crier_stop ;;
+        crier | crier-history | crier-cluster) bench_crier_stop ;;
         writer*) bench_writer_stop ;;
         nchan | nchan-redis) bench_nchan_stop ;;
     esac
     bench_redis_flush
+    [[ $1 != crier-cluster ]] || bench_cluster_flush
 }
 
 # Redis connections held by wsserver (Crier) right now, in REDIS_CONNS: its sockets to
-# 127.0.0.1:REDIS_PORT that it opened itself. This runs while the system is measured, so it must
+# 127.0.0.1:REDIS_PORT (every node's port on crier-cluster: REDIS_CONN_PORTS) that it opened itself. This runs while the system is measured, so it must
 # cost next to nothing: `ss -p` would read every descriptor of every process (about 0.15 s of
 # CPU per call with 10,000 clients, spent during Crier's measurements only).
 # Instead one kernel-filtered query lists the sockets to Redis with their inodes, and an inode
@@ -256,10 +263,13 @@ stop_system() {
 # listening ports are left out.
 declare -A REDIS_INODE_OWNER=()
 count_redis_conns() { # count_redis_conns PID: sets REDIS_CONNS
-    local pid=$1 ino
+    local pid=$1 ino dst="" port
     REDIS_CONNS=0
+    for port in ${REDIS_CONN_PORTS:-$REDIS_PORT}; do
+        dst="${dst:+$dst or }dst 127.0.0.1:$port"
+    done
     for ino in $(ss -Htne state established \
-        "( dst 127.0.0.1:$REDIS_PORT and not sport = :${WS_PORT:-0} and not sport = :${WS_ADMIN_PORT:-0} )" 2>/dev/null |
+        "( ( $dst ) and not sport = :${WS_PORT:-0} and not sport = :${WS_ADMIN_PORT:-0} )" 2>/dev/null |
         grep -o 'ino:[0-9]*' | cut -d: -f2); do
         if [[ -z ${REDIS_INODE_OWNER[$ino]:-} ]]; then
             if [[ -n $(find "/proc/$pid/fd" -lname "socket:\[$ino\]" -print -quit 2>/dev/null) ]]; then
@@ -358,6 +368,16 @@ wait_quiet() {
     done
 }
 
+# publish_cpu "REDIS PIDS": CPU time (µs) of webserver and the given Redis processes so far.
+publish_cpu() {
+    local total pid
+    total=$(process_cpu_us "$WEB_PID")
+    for pid in $1; do
+        total=$((total + $(process_cpu_us "$pid")))
+    done
+    echo "$total"
+}
+
 measure() { # measure scenario system run
     local scenario=$1 system=$2 run=$3 base args rc=0 load
     base="$OUT/run$run/$scenario-$system"
@@ -372,10 +392,14 @@ measure() { # measure scenario system run
     timeout --kill-after=10 900 "$BIN/loadgen" --label "$system" $args --duration "$DURATION" \
         --max-p99 "$MAX_P99" --connect-rate 5000 --source-addrs "$(next_sources)" \
         --json "$base.json" --svg "$base.svg" >"$base.txt" 2>"$base.log" &
-    local lg=$! max_conns=0 tick=0 publish_cpu_before=0
+    local lg=$! max_conns=0 tick=0 publish_cpu_before=0 redis_pids=$REDIS_PID
+    REDIS_CONN_PORTS=$REDIS_PORT
+    if [[ $system == crier-cluster ]]; then
+        redis_pids="${CLUSTER_PIDS[*]}" REDIS_CONN_PORTS="${CLUSTER_PORTS[*]}"
+    fi
     # webserver + Redis CPU over the whole run, per message published (the publish path).
     if [[ $system == crier* && $scenario != idle ]]; then
-        publish_cpu_before=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID")))
+        publish_cpu_before=$(publish_cpu "$redis_pids")
     fi
     REDIS_INODE_OWNER=()
     while kill -0 "$lg" 2>/dev/null; do
@@ -390,12 +414,20 @@ measure() { # measure scenario system run
     [[ $system == crier* ]] && record "$scenario" "$system" "$run" redis_conns_per_wsserver "$max_conns"
     if [[ $system == crier* && $scenario != idle && -s $base.json ]]; then
         local publish_cpu published
-        publish_cpu=$(($(process_cpu_us "$WEB_PID") + $(process_cpu_us "$REDIS_PID") - publish_cpu_before))
+        publish_cpu=$(($(publish_cpu "$redis_pids") - publish_cpu_before))
         published=$(jq '[.phases[].published] | add // 0' "$base.json")
         if ((published > 0)); then
             record "$scenario" "$system" "$run" web_redis_cpu_us_per_publish \
                 "$(awk -v c="$publish_cpu" -v p="$published" 'BEGIN { printf "%.2f", c / p }')"
         fi
+    fi
+    if [[ $system == crier-cluster ]]; then
+        local i=0 port calls
+        for port in "${CLUSTER_PORTS[@]}"; do
+            i=$((i + 1))
+            calls=$(redis-cli -p "$port" INFO commandstats | sed -n 's/^cmdstat_spublish:calls=\([0-9]*\),.*/\1/p')
+            record "$scenario" "$system" "$run" "spublish_shard$i" "${calls:-0}"
+        done
     fi
     stop_system "$system"
     if [[ ! -s $base.json ]]; then
@@ -409,6 +441,9 @@ measure() { # measure scenario system run
 }
 
 bench_redis_start "$SCRATCH"
+if [[ " $SYSTEMS " == *" crier-cluster "* ]]; then
+    bench_cluster_start "$SCRATCH" || die "the Redis Cluster did not start"
+fi
 {
     printf 'command:'
     while IFS= read -r var; do printf ' %s=%q' "${var%%=*}" "${var#*=}"; done < <(env | grep '^BENCH_' | sort)

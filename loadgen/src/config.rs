@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// Redis Cluster seed nodes (host:port, comma-separated): the session records of --audience
+    /// user are written through a cluster client instead of --redis-url.
+    #[arg(long, env = "LOADGEN_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// Publish requests in flight at once, each on its own keep-alive connection. While it is at
     /// most --channels, every channel is published by one connection, one request at a time,
     /// so its order is defined; above (e.g. 4 publishers on one channel) messages of a channel

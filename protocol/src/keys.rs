@@ -9,7 +9,8 @@
 //! never one of the four audience words, so they cannot collide with a channel.
 //!
 //! A channel's history is two keys, a stream and a meta hash (epoch and last offset):
-//! `{p}crier:history:{<channel>}` and `{p}crier:history-meta:{<channel>}`. The braces are a
+//! `{p}crier:history:{<channel>}` and `{p}crier:history-meta:{<channel>}` (and a facility's
+//! presence set is `{p}crier:presence:{<its events channel>}`). The braces are a
 //! Redis Cluster hash tag: both keys hash like the channel name itself, which is the channel's
 //! pub/sub slot and its last-message key, so one script can touch all three on one node. When the
 //! channel name has a hash tag of its own (a `{...}` in a facility or prefix), the history keys
@@ -95,9 +96,11 @@ impl KeyPrefix {
         format!("{}crier:user-sessions:{}", self.0, user)
     }
 
-    /// The sorted set of users present on a facility (score: expiry time in ms).
+    /// The sorted set of users present on a facility (score: expiry time in ms). Hash-tagged
+    /// like the facility's events channel ([`KeyPrefix::presence_events`]), so the presence
+    /// scripts that update it and publish there touch one Redis Cluster slot.
     pub fn presence(&self, facility: &Facility) -> String {
-        format!("{}crier:presence:{}", self.0, facility)
+        self.tagged_key("presence", &self.presence_events(facility))
     }
 
     /// The channel on which join/leave events of a facility are published: the broadcast
@@ -127,15 +130,16 @@ impl KeyPrefix {
 
     /// The stream holding a channel's recent messages (entry id `<offset>-0`, field `d`).
     pub fn history_stream(&self, channel: &ChannelName) -> String {
-        self.history_key("history", channel)
+        self.tagged_key("history", channel)
     }
 
     /// The hash holding a channel's history epoch (`e`) and last offset (`s`).
     pub fn history_meta(&self, channel: &ChannelName) -> String {
-        self.history_key("history-meta", channel)
+        self.tagged_key("history-meta", channel)
     }
 
-    fn history_key(&self, kind: &str, channel: &ChannelName) -> String {
+    /// `{p}crier:<kind>:` and `channel` hash-tagged so the key shares the channel's slot.
+    fn tagged_key(&self, kind: &str, channel: &ChannelName) -> String {
         let name = channel.as_str();
         let tag = cluster_hash_tag(name);
         if tag.len() == name.len() && !name.contains('}') {
@@ -263,6 +267,12 @@ mod tests {
         assert_eq!(p.history_stream(&c), "ws4redis:crier:history:{ws4redis:broadcast:chat}");
         assert_eq!(p.history_meta(&c), "ws4redis:crier:history-meta:{ws4redis:broadcast:chat}");
         // No tag can match a name with a lone `}`: plain keys, still distinct per channel.
+        let lobby = Facility::parse("lobby").unwrap();
+        assert_eq!(p.presence(&lobby), "ws4redis:crier:presence:{ws4redis:broadcast:presence/lobby}");
+        assert_eq!(
+            crate::cluster_slot::cluster_slot(&p.presence(&lobby)),
+            crate::cluster_slot::cluster_slot(p.presence_events(&lobby).as_str())
+        );
         let odd = p.broadcast(&Facility::parse("a}b").unwrap());
         assert_eq!(p.history_stream(&odd), "ws4redis:crier:history:ws4redis:broadcast:a}b");
     }

@@ -6,6 +6,7 @@
 //! pub/sub payload and the JSON objects opted-in sockets receive.
 
 pub mod audience;
+pub mod cluster_slot;
 pub mod facility;
 pub mod flags;
 pub mod history;

@@ -5,7 +5,14 @@
 #   bench_redis_start DIR            redis-server (no persistence) on a free port: REDIS_PORT, REDIS_PID
 #   bench_redis_flush                FLUSHALL between measurements
 #   bench_redis_stop
-#   bench_crier_start DIR BIN_DIR    wsserver + webserver on free ports, waits for /readyz:
+#   bench_cluster_start DIR          a Redis Cluster of three masters (no replicas, no
+#                                    persistence) on free ports: CLUSTER_PORTS, CLUSTER_PIDS,
+#                                    CLUSTER_NODES (host:port,…)
+#   bench_cluster_flush              FLUSHALL and CONFIG RESETSTAT on every master
+#   bench_cluster_stop
+#   bench_crier_start DIR BIN_DIR [HISTORY [CLUSTER_NODES]]
+#                                    wsserver + webserver on free ports (on the cluster when
+#                                    CLUSTER_NODES is given), waits for /readyz:
 #                                    WS_PORT, WS_ADMIN_PORT, WEB_PORT, WS_PID, WEB_PID, CRIER_TOKEN
 #   bench_crier_stop
 #   bench_deployed_start DIR BIN_DIR [SITE [MAIN]]
@@ -80,8 +87,51 @@ bench_redis_stop() {
     REDIS_PID=''
 }
 
-bench_crier_start() { # bench_crier_start DIR BIN [HISTORY]: HISTORY is CRIER_HISTORY (default none)
-    local dir=$1 bin=$2 history=${3:-} ports i
+bench_cluster_start() {
+    local dir=$1/cluster port i
+    mkdir -p "$dir"
+    read -r -a CLUSTER_PORTS <<<"$(free_ports 3)"
+    CLUSTER_PIDS=()
+    for port in "${CLUSTER_PORTS[@]}"; do
+        mkdir -p "$dir/$port"
+        # The bus port defaults to port + 10000, beyond 65535 for a high free port.
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --maxclients 10000 \
+            --cluster-enabled yes --cluster-port "$(free_port)" --cluster-config-file "$dir/$port/nodes.conf" --dir "$dir/$port" \
+            --daemonize no --logfile "$dir/$port/redis.log" &
+        CLUSTER_PIDS+=($!)
+        _bench_wait_port "$port" 10 || { _bench_log "cluster node $port did not start"; return 1; }
+    done
+    CLUSTER_NODES=$(printf '127.0.0.1:%s,' "${CLUSTER_PORTS[@]}")
+    CLUSTER_NODES=${CLUSTER_NODES%,}
+    # shellcheck disable=SC2046  # one argument per node
+    redis-cli --cluster create $(tr ',' ' ' <<<"$CLUSTER_NODES") --cluster-replicas 0 --cluster-yes \
+        >"$dir/create.log" 2>&1 || { _bench_log "redis-cli --cluster create failed; see $dir/create.log"; return 1; }
+    for port in "${CLUSTER_PORTS[@]}"; do
+        for ((i = 0; i < 200; i++)); do
+            redis-cli -p "$port" CLUSTER INFO | grep -q '^cluster_state:ok' && break
+            sleep 0.05
+        done
+    done
+}
+
+bench_cluster_flush() {
+    local port
+    for port in "${CLUSTER_PORTS[@]}"; do
+        redis-cli -p "$port" FLUSHALL >/dev/null
+        redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
+    done
+}
+
+bench_cluster_stop() {
+    local pid
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        _bench_kill "$pid" 10
+    done
+    CLUSTER_PIDS=()
+}
+
+bench_crier_start() { # bench_crier_start DIR BIN [HISTORY [CLUSTER_NODES]]: HISTORY is CRIER_HISTORY (default none)
+    local dir=$1 bin=$2 history=${3:-} cluster=${4:-} ports i
     ports=$(free_ports 3)
     read -r WS_PORT WS_ADMIN_PORT WEB_PORT <<<"$ports"
     CRIER_TOKEN=bench-token-0123456789abcdef
@@ -89,13 +139,15 @@ bench_crier_start() { # bench_crier_start DIR BIN [HISTORY]: HISTORY is CRIER_HI
         ulimit -n "$BENCH_SERVER_NOFILE"
         exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" CRIER_HISTORY="$history" "$bin/wsserver" \
             --listen "127.0.0.1:$WS_PORT" --admin-listen "127.0.0.1:$WS_ADMIN_PORT" \
-            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000 \
+            ${cluster:+--redis-cluster-nodes "$cluster"}
     ) >"$dir/wsserver.log" 2>&1 &
     WS_PID=$!
     (
         ulimit -n "$BENCH_SERVER_NOFILE"
         exec env CRIER_PUBLISH_TOKEN="$CRIER_TOKEN" CRIER_HISTORY="$history" "$bin/webserver" \
-            --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+            --listen "127.0.0.1:$WEB_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+            ${cluster:+--redis-cluster-nodes "$cluster"}
     ) >"$dir/webserver.log" 2>&1 &
     WEB_PID=$!
     for ((i = 0; i < 200; i++)); do
@@ -171,7 +223,8 @@ bench_deployed_start() {
         ulimit -n "$BENCH_SERVER_NOFILE"
         exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
             --listen "unix:$dir/ws.sock" --admin-listen "127.0.0.1:$admin" \
-            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000 \
+            ${cluster:+--redis-cluster-nodes "$cluster"}
     ) >"$dir/wsserver.log" 2>&1 &
     WS_PID=$!
     (
@@ -281,7 +334,7 @@ bench_nchan_stop() {
 }
 
 # bench_loadgen_args SYSTEM SCENARIO: loadgen's arguments pointing at a started system
-# (crier-deployed | crier | crier-history | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
+# (crier-deployed | crier | crier-history | crier-cluster | nchan | nchan-redis) for a bench.sh scenario (idle publishes nothing; channels10k
 # subscribes Crier's clients by user).
 bench_loadgen_args() {
     local system=$1 scenario=$2 pids publish
@@ -305,6 +358,21 @@ bench_loadgen_args() {
             fi
             echo "--ws-url ws://127.0.0.1:$FRONT_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
                 "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"
+            ;;
+        crier-cluster)
+            local flag=subscribe-broadcast audience=broadcast p
+            [[ $scenario == channels10k ]] && flag=subscribe-user audience=user
+            if [[ $scenario == idle ]]; then
+                pids="wsserver=$WS_PID" publish="--publish none"
+            else
+                pids="wsserver=$WS_PID,webserver=$WEB_PID"
+                for p in "${CLUSTER_PIDS[@]}"; do
+                    pids="$pids,redis=$p"
+                done
+                publish="--publish api --publish-url http://127.0.0.1:$WEB_PORT/api/publish --publish-token $CRIER_TOKEN"
+            fi
+            echo "--ws-url ws://127.0.0.1:$WS_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
+                "--redis-cluster-nodes $CLUSTER_NODES --server-pid $pids"
             ;;
         crier | crier-history)
             local flag=subscribe-broadcast audience=broadcast

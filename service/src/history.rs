@@ -117,6 +117,7 @@ pub struct History {
     size_arg: String,
     ttl_arg: String,
     meta_ttl_arg: String,
+    publish: crate::redis_target::PublishCommand,
 }
 
 impl History {
@@ -127,7 +128,13 @@ impl History {
             meta_ttl_arg: HistorySettings::META_TTL.as_secs().to_string(),
             settings,
             prefix,
+            publish: crate::redis_target::PublishCommand::Publish,
         }
+    }
+
+    /// Publishes with `publish` (`SPUBLISH` on a cluster) instead of `PUBLISH`.
+    pub fn publishing_with(self, publish: crate::redis_target::PublishCommand) -> History {
+        History { publish, ..self }
     }
 
     pub fn settings(&self) -> &HistorySettings {
@@ -162,6 +169,7 @@ impl History {
                     epoch.as_bytes(),
                     expire.as_bytes(),
                     protocol::positioned::MAGIC,
+                    self.publish.as_str().as_bytes(),
                 ];
                 (keys, args)
             })

@@ -8,7 +8,8 @@ use redis::{RedisError, RedisResult, Value};
 
 /// Appends one message to a channel's history and publishes it, atomically, so that the order
 /// of the history is the order of delivery.
-/// KEYS: stream, meta, channel. ARGV: payload, size, ttl, meta ttl, new epoch, expire, magic.
+/// KEYS: stream, meta, channel. ARGV: payload, size, ttl, meta ttl, new epoch, expire, magic,
+/// publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
 /// A missing meta (first publish, evicted, expired, Redis restarted) starts the new epoch and
 /// deletes any stale stream, so XADD can never meet an id "equal or smaller" than its top.
 /// The stream is trimmed approximately (`MAXLEN ~ size`: whole stream nodes only, never below
@@ -28,7 +29,7 @@ local offset = string.format('%d', redis.call('HINCRBY', KEYS[2], 's', 1))
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-local n = redis.call('PUBLISH', KEYS[3], ARGV[7] .. e .. ':' .. offset .. '\0' .. ARGV[1])
+local n = redis.call(ARGV[8], KEYS[3], ARGV[7] .. e .. ':' .. offset .. '\0' .. ARGV[1])
 if tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6])
 end

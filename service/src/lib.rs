@@ -1,5 +1,5 @@
 //! Runtime pieces both Crier binaries share: listeners (TCP, unix sockets, systemd's), the
-//! accept-and-serve loop, the Redis settings, topologies (single, Sentinel; TCP, unix, TLS),
+//! accept-and-serve loop, the Redis settings, topologies (single, Sentinel, Cluster; TCP, unix, TLS),
 //! reconnect policy and command connection, shutdown signals, logging, log-safe text and
 //! masking, human durations, the wall clock, trusted proxies, systemd readiness notification,
 //! the tokio runtime, and the per-channel history (append-and-publish, read for recovery,
@@ -19,6 +19,8 @@ pub mod proxy;
 pub mod reconnect;
 pub mod redact;
 pub mod redis_check;
+pub mod redis_cluster;
+pub mod redis_cluster_pipeline;
 pub mod redis_config;
 pub mod redis_link;
 pub mod redis_sentinel;

@@ -12,10 +12,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`).
+/// The filter without `RUST_LOG`: Crier's own `info`, and only errors from redis-rs, whose
+/// cluster client logs a warning per failed reconnect attempt (dozens a second during a
+/// failover) where Crier logs the state change once.
+pub const DEFAULT_FILTER: &str = "info,redis=error";
+
+/// Installs the global subscriber. `RUST_LOG` filters (default [`DEFAULT_FILTER`]).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

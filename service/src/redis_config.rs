@@ -1,10 +1,12 @@
 //! The Redis settings both binaries take (`--redis-*`, `CRIER_REDIS_*`): where Redis is (one
-//! server, or the master a set of Sentinels names), TLS files, passwords. [`RedisArgs::target`]
+//! server, the master a set of Sentinels names, or a Redis Cluster's seed nodes), TLS files,
+//! passwords. [`RedisArgs::target`]
 //! turns them into a [`RedisTarget`], the only thing the binaries connect through.
 
 use std::path::PathBuf;
 
-use crate::redis_sentinel::{SentinelAddr, SentinelSettings};
+use crate::redis_cluster::ClusterSettings;
+use crate::redis_sentinel::{HostPort, SentinelSettings};
 use crate::redis_target::RedisTarget;
 use crate::redis_tls::{TlsFiles, TlsFilesError};
 
@@ -49,6 +51,15 @@ pub struct RedisArgs {
     /// master's password is the one in --redis-url.
     #[arg(long = "redis-sentinel-password", env = "CRIER_REDIS_SENTINEL_PASSWORD")]
     pub sentinel_password: Option<String>,
+
+    /// Redis Cluster seed nodes, comma-separated host:port (e.g.
+    /// 10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379); any reachable node finds the others. When
+    /// set, publishes use SPUBLISH and wsserver subscribes with SSUBSCRIBE on the shard owning
+    /// each channel (Redis 7.0 or later). The scheme (rediss:// for TLS), user and password of
+    /// --redis-url apply to every node; its host, port and db are not used. Not with
+    /// --redis-sentinels.
+    #[arg(long = "redis-cluster-nodes", env = "CRIER_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub cluster_nodes: Vec<String>,
 }
 
 /// What is wrong with the Redis settings, and which flag says it.
@@ -91,6 +102,31 @@ impl RedisArgs {
             None
         };
         let sentinels: Vec<&str> = self.sentinels.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        let cluster: Vec<&str> = self.cluster_nodes.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        if !cluster.is_empty() {
+            if !sentinels.is_empty() || self.master.is_some() {
+                return Err(invalid(
+                    "redis-cluster-nodes",
+                    "a Redis Cluster has no Sentinels: use --redis-cluster-nodes or --redis-sentinels, not both",
+                ));
+            }
+            if matches!(info.addr(), redis::ConnectionAddr::Unix(_)) {
+                return Err(invalid(
+                    "redis-url",
+                    "with --redis-cluster-nodes, use redis:// or rediss:// (not unix://)",
+                ));
+            }
+            if info.redis_settings().db() != 0 {
+                return Err(invalid("redis-url", "a Redis Cluster has only db 0; drop the /db from the URL"));
+            }
+            let seeds = cluster
+                .into_iter()
+                .map(HostPort::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("redis-cluster-nodes", e))?;
+            let settings = ClusterSettings { seeds, redis: info.redis_settings().clone(), tls: files };
+            return RedisTarget::cluster_of(settings).map_err(|e| invalid("redis-cluster-nodes", e.to_string()));
+        }
         if sentinels.is_empty() {
             if self.master.is_some() || self.sentinel_password.is_some() {
                 return Err(invalid(
@@ -111,7 +147,7 @@ impl RedisArgs {
         }
         let sentinels = sentinels
             .into_iter()
-            .map(SentinelAddr::parse)
+            .map(HostPort::parse)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("redis-sentinels", e))?;
         Ok(RedisTarget::sentinel(SentinelSettings {
@@ -195,6 +231,25 @@ mod tests {
         assert_eq!(settings.redis.password(), Some("masterpw"));
         assert_eq!(settings.redis.db(), 3);
         assert_eq!(settings.sentinel_password.as_deref(), Some("sentinelpw"));
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_third_topology_and_exclude_sentinels() {
+        let target =
+            args(&["--redis-url", "redis://:pw@ignored:1", "--redis-cluster-nodes", "127.0.0.1:7000, 127.0.0.1:7001"])
+                .target()
+                .unwrap();
+        let RedisTarget::Cluster(cluster) = &target else { panic!("not a cluster target") };
+        assert_eq!(cluster.settings().seeds.len(), 2);
+        assert_eq!(cluster.settings().redis.password(), Some("pw"));
+        assert_eq!(target.publish_command().as_str(), "SPUBLISH");
+        let both = error(&["--redis-cluster-nodes", "h:1", "--redis-sentinels", "s:2", "--redis-master", "m"]);
+        assert!(both.starts_with("--redis-cluster-nodes") && both.contains("not both"), "{both}");
+        let db = error(&["--redis-url", "redis://h:1/2", "--redis-cluster-nodes", "h:1"]);
+        assert!(db.contains("db 0"), "{db}");
+        let port = error(&["--redis-cluster-nodes", "h"]);
+        assert!(port.starts_with("--redis-cluster-nodes") && port.contains("host:port"), "{port}");
+        assert_eq!(args(&[]).target().unwrap().publish_command().as_str(), "PUBLISH");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The command connection to Redis both binaries use (multiplexed, reconnecting, with a response
 //! timeout so callers get an error instead of hanging during an outage; for a Sentinel-managed
-//! master, re-resolved as [`crate::redis_sentinel`] describes), and the one place the ws4redis
-//! publish sequence (PUBLISH, then SET .. EX when expire > 0) is written.
+//! master, re-resolved as [`crate::redis_sentinel`] describes; for a cluster, redis-rs' cluster
+//! connection), and the one place the ws4redis publish sequence (PUBLISH — SPUBLISH on a
+//! cluster — then SET .. EX when expire > 0) is written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use protocol::ChannelName;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use crate::redis_cluster::Cluster;
 use crate::redis_sentinel::Sentinel;
+use crate::redis_target::PublishCommand;
 use crate::redis_tls::TlsFiles;
 
 /// Longest a command may take before the caller gets an error.
@@ -69,12 +72,33 @@ pub struct CommandConnection(Link);
 enum Link {
     Single(ConnectionManager),
     Sentinel(Arc<Sentinel>),
+    /// redis-rs' cluster connection, made at the first command (it needs the runtime).
+    Cluster(Arc<Cluster>, Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>),
 }
 
 impl CommandConnection {
     pub(crate) fn sentinel(sentinel: Arc<Sentinel>) -> CommandConnection {
         CommandConnection(Link::Sentinel(sentinel))
     }
+
+    pub(crate) fn cluster(cluster: Arc<Cluster>) -> CommandConnection {
+        CommandConnection(Link::Cluster(cluster, Arc::new(tokio::sync::OnceCell::new())))
+    }
+
+    /// `SPUBLISH` on a cluster, `PUBLISH` elsewhere.
+    pub fn publish_command(&self) -> PublishCommand {
+        match self.0 {
+            Link::Cluster(..) => PublishCommand::SPublish,
+            _ => PublishCommand::Publish,
+        }
+    }
+}
+
+async fn cluster_connection(
+    cluster: &Cluster,
+    cell: &tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
+) -> redis::cluster_async::ClusterConnection {
+    cell.get_or_init(|| async { cluster.command_connection() }).await.clone()
 }
 
 impl ConnectionLike for CommandConnection {
@@ -86,6 +110,10 @@ impl ConnectionLike for CommandConnection {
                 let result = conn.req_packed_command(cmd).await;
                 sentinel.after_command(generation, result.as_ref().err());
                 result
+            }),
+            Link::Cluster(cluster, cell) => Box::pin(async move {
+                let mut conn = cluster_connection(cluster, cell).await;
+                conn.req_packed_command(cmd).await
             }),
         }
     }
@@ -104,6 +132,13 @@ impl ConnectionLike for CommandConnection {
                 sentinel.after_command(generation, result.as_ref().err());
                 result
             }),
+            Link::Cluster(cluster, cell) => Box::pin(async move {
+                let mut conn = cluster_connection(cluster, cell).await;
+                if pipeline.is_transaction() || offset != 0 {
+                    return conn.req_packed_commands(pipeline, offset, count).await;
+                }
+                crate::redis_cluster_pipeline::run_split(&mut conn, pipeline).await
+            }),
         }
     }
 
@@ -111,25 +146,28 @@ impl ConnectionLike for CommandConnection {
         match &self.0 {
             Link::Single(conn) => conn.get_db(),
             Link::Sentinel(sentinel) => sentinel.settings().redis.db(),
+            Link::Cluster(..) => 0,
         }
     }
 }
 
-/// PUBLISH `payload` to each channel and, when `expire` > 0, store it as the channel's last
-/// message with SET .. EX, in one round trip. Returns the sum of PUBLISH receiver counts.
+/// PUBLISH (SPUBLISH on a cluster) `payload` to each channel and, when `expire` > 0, store it
+/// as the channel's last message with SET .. EX, in one round trip (on a cluster, one per node
+/// concerned). Returns the sum of the receiver counts.
 pub async fn publish(
     conn: &mut CommandConnection,
     channels: &[ChannelName],
     payload: &[u8],
     expire: u64,
 ) -> redis::RedisResult<u64> {
+    let publish = conn.publish_command().as_str();
     if let ([channel], 0) = (channels, expire) {
         // The publish API's usual request: one command, without a pipeline's allocations.
-        return redis::cmd("PUBLISH").arg(channel.as_str()).arg(payload).query_async(conn).await;
+        return redis::cmd(publish).arg(channel.as_str()).arg(payload).query_async(conn).await;
     }
     let mut pipe = redis::pipe();
     for c in channels {
-        pipe.cmd("PUBLISH").arg(c.as_str()).arg(payload);
+        pipe.cmd(publish).arg(c.as_str()).arg(payload);
         if expire > 0 {
             pipe.cmd("SET").arg(c.as_str()).arg(payload).arg("EX").arg(expire).ignore();
         }

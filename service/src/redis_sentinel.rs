@@ -19,16 +19,16 @@ use crate::reconnect::Backoff;
 use crate::redis_link::RESPONSE_TIMEOUT;
 use crate::redis_tls::TlsFiles;
 
-/// One Sentinel's `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelAddr {
+/// A `host:port` of a Sentinel or a cluster node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
     host: String,
     port: u16,
 }
 
-impl SentinelAddr {
+impl HostPort {
     /// `host:port`, `[v6]:port`.
-    pub(crate) fn parse(text: &str) -> Result<SentinelAddr, String> {
+    pub(crate) fn parse(text: &str) -> Result<HostPort, String> {
         let bad = || format!("{text:?} is not host:port (e.g. 10.0.0.1:26379)");
         let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
@@ -36,11 +36,23 @@ impl SentinelAddr {
         if host.is_empty() || port == 0 || host.contains(['/', ' ', '@']) {
             return Err(bad());
         }
-        Ok(SentinelAddr { host: host.to_owned(), port })
+        Ok(HostPort { host: host.to_owned(), port })
+    }
+
+    pub fn new(host: &str, port: u16) -> HostPort {
+        HostPort { host: host.to_owned(), port }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
-impl fmt::Display for SentinelAddr {
+impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
@@ -53,7 +65,7 @@ impl fmt::Display for SentinelAddr {
 /// What [`Sentinel`] needs: the Sentinels, the master's name, and how to talk to both.
 #[derive(Clone)]
 pub struct SentinelSettings {
-    pub sentinels: Vec<SentinelAddr>,
+    pub sentinels: Vec<HostPort>,
     pub master: String,
     pub sentinel_password: Option<String>,
     /// User, password and db of the master (from `--redis-url`).
@@ -220,7 +232,7 @@ impl Sentinel {
     }
 
     /// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the master's host and port, `None` when unknown.
-    async fn ask(&self, sentinel: &SentinelAddr) -> RedisResult<Option<(String, u16)>> {
+    async fn ask(&self, sentinel: &HostPort) -> RedisResult<Option<(String, u16)>> {
         let client = self.sentinel_client(sentinel)?;
         let query = async {
             let mut conn =
@@ -236,7 +248,7 @@ impl Sentinel {
             .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
     }
 
-    fn sentinel_client(&self, sentinel: &SentinelAddr) -> RedisResult<redis::Client> {
+    fn sentinel_client(&self, sentinel: &HostPort) -> RedisResult<redis::Client> {
         let mut redis = RedisConnectionInfo::default();
         if let Some(password) = &self.settings.sentinel_password {
             redis = redis.set_password(password);
@@ -298,7 +310,7 @@ async fn connect_to_master(client: &redis::Client) -> RedisResult<MultiplexedCon
 /// Follows one Sentinel's `+switch-master` announcements for `master`, reconnecting with
 /// [`Backoff`], until `cancel`.
 async fn watch_switches(
-    sentinel: SentinelAddr,
+    sentinel: HostPort,
     client: redis::Client,
     master: String,
     switches: Arc<watch::Sender<Announced>>,
@@ -363,11 +375,11 @@ mod tests {
 
     #[test]
     fn sentinel_addresses_parse_or_say_why_not() {
-        assert_eq!(SentinelAddr::parse("10.0.0.1:26379").unwrap().to_string(), "10.0.0.1:26379");
-        assert_eq!(SentinelAddr::parse("[::1]:26379").unwrap().to_string(), "[::1]:26379");
-        assert_eq!(SentinelAddr::parse("s.local:1").unwrap(), SentinelAddr { host: "s.local".into(), port: 1 });
+        assert_eq!(HostPort::parse("10.0.0.1:26379").unwrap().to_string(), "10.0.0.1:26379");
+        assert_eq!(HostPort::parse("[::1]:26379").unwrap().to_string(), "[::1]:26379");
+        assert_eq!(HostPort::parse("s.local:1").unwrap(), HostPort { host: "s.local".into(), port: 1 });
         for bad in ["10.0.0.1", "h:0", ":26379", "h:port", "h:70000"] {
-            let err = SentinelAddr::parse(bad).unwrap_err();
+            let err = HostPort::parse(bad).unwrap_err();
             assert!(err.contains("host:port"), "{bad}: {err}");
         }
     }

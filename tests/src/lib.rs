@@ -24,9 +24,12 @@
 //!   (plain or all TLS).
 //! - [`topology`]: the Redis a test runs Crier against (single, Sentinel), behind one trait.
 //! - [`hosts`]: three wsserver processes on their own loopback addresses behind one nginx.
+//! - [`cluster`]: a Redis Cluster of three masters and three replicas (`redis-cli --cluster
+//!   create`), its topology, and slot moves.
 
 pub mod browser;
 pub mod built_binaries;
+pub mod cluster;
 pub mod cut_proxy;
 pub mod hosts;
 pub mod http;
@@ -55,7 +58,7 @@ pub use http::HttpResponse;
 pub use nginx::Nginx;
 pub use redis_server::{Redis, RedisOptions};
 pub use stack::{Stack, StackOptions};
-pub use sync::sync_clients;
+pub use sync::{sync_clients, sync_clients_with};
 pub use tempdir::TempDir;
 pub use topology::Topology;
 pub use wait::{try_wait_until, wait_until};

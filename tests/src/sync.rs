@@ -25,6 +25,14 @@ pub fn is_sync_message(text: &str) -> bool {
 /// client receives anything else than the probes meanwhile (read stored replays first), closes,
 /// or does not get a probe within 20 s.
 pub async fn sync_clients(redis: &impl Topology, channel: &str, clients: &mut [WsClient]) {
+    sync_clients_with(|message| async move { redis.publish(channel, &message).await }, channel, clients).await;
+}
+/// [`sync_clients`] with the probes sent by `publish` (e.g. `SPUBLISH` on a Redis Cluster).
+pub async fn sync_clients_with<P, F>(mut publish: P, channel: &str, clients: &mut [WsClient])
+where
+    P: FnMut(String) -> F,
+    F: std::future::Future,
+{
     static NONCE: AtomicU64 = AtomicU64::new(0);
     let nonce = format!("{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed));
     let deadline = Instant::now() + SYNC_TIMEOUT;
@@ -39,7 +47,7 @@ pub async fn sync_clients(redis: &impl Topology, channel: &str, clients: &mut [W
                 clients.len()
             );
         }
-        redis.publish(channel, &format!("{PROBE_PREFIX}{nonce}:probe:{round}")).await;
+        publish(format!("{PROBE_PREFIX}{nonce}:probe:{round}")).await;
         round += 1;
         // Poll the clients for this round's delivery, bounded by a growing window.
         let round_end = Instant::now() + window;
@@ -63,7 +71,7 @@ pub async fn sync_clients(redis: &impl Topology, channel: &str, clients: &mut [W
     }
     // Everyone is subscribed: each one receives the end marker, after any late probes.
     let end = format!("{PROBE_PREFIX}{nonce}:end");
-    redis.publish(channel, &end).await;
+    publish(end.clone()).await;
     for (i, client) in clients.iter_mut().enumerate() {
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));

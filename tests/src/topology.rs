@@ -1,12 +1,13 @@
 //! The Redis a test runs Crier against, seen from both sides: the Redis flags every Crier process
 //! takes, and the harness's own commands and publishes, routed as that Redis needs. A single
 //! server ([`Redis`]) and a Sentinel set ([`SentinelSet`]) implement it, so one test body runs
-//! against either; another topology (a cluster) is one more `impl` and one more test line.
+//! against either, and a Redis Cluster ([`RedisCluster`]) too.
 
 use std::future::Future;
 
 use redis::FromRedisValue;
 
+use crate::cluster::RedisCluster;
 use crate::redis_server::Redis;
 use crate::sentinel::SentinelSet;
 
@@ -85,5 +86,30 @@ impl Topology for SentinelSet {
 
     fn logs(&self) -> String {
         format!("--- master:\n{}\n--- replica:\n{}\n{}", self.master.log_tail(), self.replica.log_tail(), self.logs())
+    }
+}
+
+impl Topology for RedisCluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn crier_flags(&self) -> Vec<String> {
+        RedisCluster::crier_flags(self)
+    }
+
+    /// Through a cluster connection, which routes by the command's key.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let mut conn = self.connection().await;
+        cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("{cmd:?} on the cluster: {e}"))
+    }
+
+    /// `SPUBLISH`, as Crier publishes on a cluster.
+    async fn publish(&self, channel: &str, message: &str) -> i64 {
+        Topology::query(self, redis::cmd("SPUBLISH").arg(channel).arg(message)).await
+    }
+
+    fn logs(&self) -> String {
+        RedisCluster::logs(self)
     }
 }

@@ -1,9 +1,9 @@
 //! Several wsserver hosts (issue 19, item 4): three wsserver processes on 127.0.0.1, .2 and .3
 //! behind one nginx (the shipped site config, one upstream of three servers), webserver on
 //! 127.0.0.4, each process with its own Redis connections and its own view of the topology. The
-//! same test body runs on a single Redis, on a Sentinel set and on an all-TLS Sentinel set; any
-//! other topology that implements [`Topology`] (a Redis Cluster) is one more test function
-//! calling `across_three_hosts`.
+//! same test body runs on a single Redis, on a Sentinel set, on an all-TLS Sentinel set and on a
+//! Redis Cluster (sharded pub/sub); any other topology that implements [`Topology`] is one more
+//! test function calling `across_three_hosts`.
 //!
 //! Across the hosts: every API audience (broadcast, user, group, session) and every client
 //! publish flag reaches sockets on all three; the last-message replay reaches a client whichever
@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use crier_tests::cluster::RedisCluster;
 use crier_tests::hosts::{Hosts, Placed, HOSTS, PUBLISH_TOKEN};
 use crier_tests::login::{hidden_csrf, home, open_with_session, post_form, put_session, session_cookie};
 use crier_tests::redis_server::free_port;
@@ -48,6 +49,11 @@ async fn three_hosts_on_a_sentinel_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_on_a_sentinel_set_over_tls() {
     across_three_hosts(&SentinelSet::start_tls().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_on_a_redis_cluster() {
+    across_three_hosts(&RedisCluster::start().await).await;
 }
 
 /// Who a socket in the `room` facility belongs to.

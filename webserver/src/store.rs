@@ -68,7 +68,7 @@ impl Store {
         history: HistorySettings,
         history_metrics: Arc<HistoryMetrics>,
     ) -> Result<Store, StoreError> {
-        let history = Arc::new(History::new(history, prefix.clone()));
+        let history = Arc::new(History::new(history, prefix.clone()).publishing_with(target.publish_command()));
         Ok(Store { conn: target.command_connection()?, prefix, history, history_metrics })
     }
 

@@ -1,5 +1,5 @@
-//! The admin endpoint: `/healthz` (the process runs), `/readyz` (Redis reachable and not
-//! draining) and `/metrics` (Prometheus text).
+//! The admin endpoint: `/healthz` (the process runs), `/readyz` (Redis reachable, on a cluster
+//! every subscribed channel's shard with a master, and not draining) and `/metrics` (Prometheus text).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +18,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
                 plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
             } else if app.metrics.redis_up.load(Ordering::Relaxed) != 1 {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "redis pub/sub not connected")
+            } else if app.metrics.redis_unplaced_channels.load(Ordering::Relaxed) > 0 {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a subscribed channel's redis cluster shard has no reachable master",
+                )
             } else {
                 plain(StatusCode::OK, "ready")
             }

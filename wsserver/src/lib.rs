@@ -2,7 +2,9 @@
 //! pointing one way:
 //!
 //! 1. [`subscriber`]: the Redis pub/sub connection. Heartbeats from Redis are dropped
-//!    ([`heartbeat`]), session-end announcements go to [`session_end`], the rest on to
+//!    ([`heartbeat`]), session-end announcements go to [`session_end`], the rest on to (on a
+//!    Redis Cluster, [`shard_subscriber`] adds one `SSUBSCRIBE` connection per master, placed
+//!    by [`slot_map`], delivering to the same registry)
 //! 2. [`registry`]: who listens on the channel; one encoded [`frame`] shared by all, minus the
 //!    publisher's own echo ([`echo_filter`]) →
 //! 3. [`fanout`]: which shard thread writes to which socket →
@@ -47,6 +49,8 @@ pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod session_end;
+pub mod shard_subscriber;
+pub mod slot_map;
 pub mod store;
 pub mod subscriber;
 #[cfg(test)]

@@ -106,6 +106,14 @@ pub struct Metrics {
     pub handoff_closed: AtomicU64,
     pub handoff_taken: AtomicU64,
     pub handoff_failures: AtomicU64,
+    /// Redis Cluster: sharded pub/sub connections open (one per master).
+    pub redis_shard_connections: AtomicI64,
+    /// Redis Cluster: channels subscribed again after a lost connection or a moved slot.
+    pub redis_resubscriptions: AtomicU64,
+    /// Redis Cluster: channels subscribed with `SSUBSCRIBE` on their shard's master.
+    pub redis_shard_channels: AtomicI64,
+    /// Redis Cluster: channels with local interest whose shard has no reachable master.
+    pub redis_unplaced_channels: AtomicI64,
     /// History appends (client publishes) and recoveries.
     pub history: service::history_metrics::HistoryMetrics,
     latency_buckets: [AtomicU64; 12],
@@ -238,6 +246,30 @@ impl Metrics {
             "counter",
             "Live hand-offs abandoned (the new process died, refused or timed out); this process kept serving.",
             get(&self.handoff_failures),
+        );
+        metric(
+            "crier_ws_redis_pubsub_connections",
+            "gauge",
+            "Redis pub/sub connections open: the classic one, plus one per master on a Redis Cluster.",
+            (self.redis_up.load(Relaxed) + self.redis_shard_connections.load(Relaxed)).to_string(),
+        );
+        metric(
+            "crier_ws_redis_shard_channels",
+            "gauge",
+            "Redis Cluster: channels subscribed with SSUBSCRIBE on their shard's master.",
+            self.redis_shard_channels.load(Relaxed).to_string(),
+        );
+        metric(
+            "crier_ws_redis_resubscriptions_total",
+            "counter",
+            "Redis Cluster: channels subscribed again on their shard after a lost connection, a failover or a moved slot.",
+            get(&self.redis_resubscriptions),
+        );
+        metric(
+            "crier_ws_redis_unplaced_channels",
+            "gauge",
+            "Redis Cluster: subscribed channels whose shard has no reachable master now (readiness is 503 while above 0).",
+            self.redis_unplaced_channels.load(Relaxed).to_string(),
         );
         let shards = self.fanout_shards.get().map_or(&[][..], |s| &s[..]);
         let _ = writeln!(out, "# HELP crier_ws_fanout_jobs_queued Messages handed to a fan-out shard and not yet written by it, by shard.\n# TYPE crier_ws_fanout_jobs_queued gauge");

@@ -98,7 +98,8 @@ pub struct PresenceRecorder {
 }
 
 /// Adds this instance's entry; publishes `join` when it is the user's only live entry.
-/// KEYS: zset, events channel. ARGV: member, user, expiry ms, now ms, event json, key ttl ms.
+/// KEYS: zset, events channel (one slot: see `KeyPrefix::presence`). ARGV: member, user, expiry
+/// ms, now ms, event json, key ttl ms, publish command (`SPUBLISH` on a cluster).
 const ENTER: &str = r"
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -107,24 +108,24 @@ local n = 0
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf')) do
   if string.sub(m, 1, #prefix) == prefix then n = n + 1 end
 end
-if n == 1 then redis.call('PUBLISH', KEYS[2], ARGV[5]) end
+if n == 1 then redis.call(ARGV[7], KEYS[2], ARGV[5]) end
 return n
 ";
 
 /// Removes this instance's entry; publishes `leave` when the user has no live entry left.
-/// KEYS: zset, events channel. ARGV: member, user, now ms, event json.
+/// KEYS: zset, events channel. ARGV: member, user, now ms, event json, publish command.
 const LEAVE: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 local prefix = ARGV[2] .. '|'
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')) do
   if string.sub(m, 1, #prefix) == prefix then return 0 end
 end
-redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call(ARGV[5], KEYS[2], ARGV[4])
 return 1
 ";
 
 /// Removes expired entries and publishes `leave` for users left without one.
-/// KEYS: zset, events channel. ARGV: now ms, facility.
+/// KEYS: zset, events channel. ARGV: now ms, facility, publish command.
 const SWEEP: &str = r"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 if #expired == 0 then return 0 end
@@ -138,7 +139,7 @@ for _, m in ipairs(expired) do
   local user = string.match(m, '^([^|]*)')
   if not live[user] and not gone[user] then
     gone[user] = true
-    redis.call('PUBLISH', KEYS[2], cjson.encode({event = 'leave', user = user, facility = ARGV[2]}))
+    redis.call(ARGV[3], KEYS[2], cjson.encode({event = 'leave', user = user, facility = ARGV[2]}))
   end
 end
 return #expired
@@ -222,6 +223,7 @@ impl PresenceRecorder {
             .arg(now)
             .arg(self.event("join", facility, user))
             .arg(self.ttl.as_millis() as u64 * 2)
+            .arg(self.conn.publish_command().as_str())
             .query_async(&mut self.conn)
             .await;
         if let Err(e) = result {
@@ -239,6 +241,7 @@ impl PresenceRecorder {
             .arg(user.as_str())
             .arg(now_ms())
             .arg(self.event("leave", facility, user))
+            .arg(self.conn.publish_command().as_str())
             .query_async(&mut self.conn)
             .await;
         if let Err(e) = result {
@@ -269,6 +272,7 @@ impl PresenceRecorder {
                 .arg(self.prefix.presence_events(facility).as_str())
                 .arg(now)
                 .arg(facility.as_str())
+                .arg(self.conn.publish_command().as_str())
                 .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {

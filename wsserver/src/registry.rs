@@ -3,7 +3,10 @@
 //! subscriber to SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE; membership ends when
 //! the [`Membership`] guard is dropped, however the socket ends. A channel is *pending* until
 //! Redis confirms its subscription, then *live*; joiners of a pending channel get a receiver
-//! that fires when it goes live ([`crate::join::replay`] waits on it).
+//! that fires when it goes live ([`crate::join::replay`] waits on it). On a Redis Cluster a
+//! channel is subscribed on two paths (classic `SUBSCRIBE` for plain `PUBLISH`, and `SSUBSCRIBE`
+//! on its shard, [`crate::shard_subscriber`]); it is live once every path confirmed it, and
+//! each path gets its own change notifications.
 //!
 //! Locking: one std `Mutex` over the whole map. It is held for map updates and, per message,
 //! for sorting the channel's members into the fan-out's shards (no socket is written under
@@ -34,10 +37,16 @@ pub struct Member {
 }
 
 enum State {
-    /// SUBSCRIBE not yet confirmed: who waits for it.
-    Pending(Vec<oneshot::Sender<()>>),
+    /// Not yet confirmed by every path: who waits for it, and the paths that confirmed (bits).
+    Pending(Vec<oneshot::Sender<()>>, u8),
     Live,
 }
+
+/// A subscription path: the classic subscriber is [`CLASSIC`]; a cluster's sharded subscriber
+/// is path 1.
+pub type Path = usize;
+/// The classic (`SUBSCRIBE`) path, the only one outside a cluster.
+pub const CLASSIC: Path = 0;
 
 struct Channel {
     members: HashMap<SocketId, Member>,
@@ -52,8 +61,10 @@ struct Inner {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
-    /// Channels whose interest changed; the subscriber reconciles them with Redis.
-    dirty: mpsc::UnboundedSender<ChannelName>,
+    /// Channels whose interest changed, one sender per path; the subscribers reconcile them.
+    dirty: Arc<[mpsc::UnboundedSender<ChannelName>]>,
+    /// Bits of every path: a channel is live when its confirmations reach this.
+    all_paths: u8,
     next_id: Arc<AtomicU64>,
     fanout: Arc<Fanout>,
     clock: Clock,
@@ -63,18 +74,36 @@ pub struct Registry {
 pub type DirtyChannels = mpsc::UnboundedReceiver<ChannelName>;
 
 impl Registry {
-    /// Starts `fanout_shards` fan-out threads (see [`crate::fanout`]).
+    /// Starts `fanout_shards` fan-out threads (see [`crate::fanout`]); one subscription path.
     pub fn new(metrics: Arc<Metrics>, fanout_shards: usize) -> std::io::Result<(Registry, DirtyChannels)> {
-        let (dirty, rx) = mpsc::unbounded_channel();
+        let (registry, mut dirty) = Registry::with_paths(metrics, fanout_shards, 1)?;
+        Ok((registry, dirty.remove(0)))
+    }
+
+    /// As [`Registry::new`] with `paths` subscription paths (1 to 8), each with its receiver.
+    pub fn with_paths(
+        metrics: Arc<Metrics>,
+        fanout_shards: usize,
+        paths: usize,
+    ) -> std::io::Result<(Registry, Vec<DirtyChannels>)> {
+        assert!((1..=8).contains(&paths), "1 to 8 subscription paths");
+        let (dirty, rx): (Vec<_>, Vec<_>) = (0..paths).map(|_| mpsc::unbounded_channel()).unzip();
         let clock = Clock::start();
         let registry = Registry {
             inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })),
-            dirty,
+            dirty: dirty.into(),
+            all_paths: ((1u16 << paths) - 1) as u8,
             next_id: Arc::new(AtomicU64::new(1)),
             fanout: Arc::new(Fanout::start(fanout_shards, metrics, clock)?),
             clock,
         };
         Ok((registry, rx))
+    }
+
+    fn changed(&self, channel: &ChannelName) {
+        for path in self.dirty.iter() {
+            let _ = path.send(channel.clone());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -102,11 +131,11 @@ impl Registry {
         let mut inner = self.lock();
         for channel in &channels {
             let entry = inner.channels.entry(channel.clone()).or_insert_with(|| {
-                let _ = self.dirty.send(channel.clone());
-                Channel { members: HashMap::new(), state: State::Pending(Vec::new()) }
+                self.changed(channel);
+                Channel { members: HashMap::new(), state: State::Pending(Vec::new(), 0) }
             });
             entry.members.insert(id, member.clone());
-            if let State::Pending(waiters) = &mut entry.state {
+            if let State::Pending(waiters, _) = &mut entry.state {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
                 waits.push(rx);
@@ -123,7 +152,7 @@ impl Registry {
                 entry.members.remove(&id);
                 if entry.members.is_empty() {
                     inner.channels.remove(channel);
-                    let _ = self.dirty.send(channel.clone());
+                    self.changed(channel);
                 }
             }
         }
@@ -139,24 +168,45 @@ impl Registry {
         self.lock().channels.keys().cloned().collect()
     }
 
-    /// Redis confirmed the subscription: wake the sockets waiting for it.
+    /// Redis confirmed the subscription on the classic path.
     pub fn mark_live(&self, channel: &ChannelName) {
+        self.mark_live_on(CLASSIC, channel);
+    }
+
+    /// Redis confirmed the subscription on `path`: once every path did, wake the sockets
+    /// waiting for it.
+    pub fn mark_live_on(&self, path: Path, channel: &ChannelName) {
         let mut inner = self.lock();
         if let Some(entry) = inner.channels.get_mut(channel) {
-            if let State::Pending(waiters) = std::mem::replace(&mut entry.state, State::Live) {
-                for waiter in waiters {
-                    let _ = waiter.send(());
+            if let State::Pending(_, confirmed) = &mut entry.state {
+                *confirmed |= 1 << path;
+                if *confirmed == self.all_paths {
+                    if let State::Pending(waiters, _) = std::mem::replace(&mut entry.state, State::Live) {
+                        for waiter in waiters {
+                            let _ = waiter.send(());
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// The pub/sub connection was lost: new joiners must wait for the resubscription.
+    /// The classic pub/sub connection was lost: new joiners must wait for the resubscription.
     pub fn mark_all_pending(&self) {
+        let channels: Vec<ChannelName> = self.lock().channels.keys().cloned().collect();
+        self.mark_pending_on(CLASSIC, &channels);
+    }
+
+    /// `channels` lost their subscription on `path` (a connection or a slot moved): new
+    /// joiners wait for the resubscription.
+    pub fn mark_pending_on(&self, path: Path, channels: &[ChannelName]) {
         let mut inner = self.lock();
-        for entry in inner.channels.values_mut() {
-            if matches!(entry.state, State::Live) {
-                entry.state = State::Pending(Vec::new());
+        for channel in channels {
+            if let Some(entry) = inner.channels.get_mut(channel) {
+                match &mut entry.state {
+                    State::Live => entry.state = State::Pending(Vec::new(), self.all_paths & !(1 << path)),
+                    State::Pending(_, confirmed) => *confirmed &= !(1 << path),
+                }
             }
         }
     }
@@ -299,6 +349,25 @@ mod tests {
         assert_eq!(waits_d.len(), 1);
         registry.mark_live(&channel("news"));
         waits_d.into_iter().next().unwrap().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_two_paths_a_channel_is_live_once_both_confirmed() {
+        let (registry, mut dirty) = Registry::with_paths(Arc::new(Metrics::default()), 1, 2).unwrap();
+        let (_a, mut waits) = registry.join(1, member(), vec![channel("news")]);
+        assert_eq!(drain(&mut dirty[0]), [channel("news")]);
+        assert_eq!(drain(&mut dirty[1]), [channel("news")], "every path hears of a change");
+        let mut wait = waits.pop().unwrap();
+        registry.mark_live(&channel("news"));
+        assert!(wait.try_recv().is_err(), "one path is not enough");
+        registry.mark_live_on(1, &channel("news"));
+        assert_eq!(wait.try_recv(), Ok(()));
+        // Losing the shard path alone makes new joiners wait for that path only.
+        registry.mark_pending_on(1, &[channel("news")]);
+        let (_b, waits_b) = registry.join(2, member(), vec![channel("news")]);
+        assert_eq!(waits_b.len(), 1);
+        registry.mark_live_on(1, &channel("news"));
+        waits_b.into_iter().next().unwrap().await.unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::identity::{IdentitySource, SessionIdentities};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceRecorder, PresenceScope};
 use crate::registry::Registry;
+use crate::shard_subscriber::ShardSubscriber;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
 
@@ -79,8 +80,14 @@ pub async fn run_with(
     let target = config.redis.target().map_err(|e| RunError::RedisRefused(e.to_string()))?;
     service::redis_check::at_startup(&target).await.map_err(RunError::RedisRefused)?;
     let metrics = Arc::new(Metrics::default());
-    let (registry, dirty) = Registry::new(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads))
-        .map_err(RunError::Threads)?;
+    // On a cluster, channels are subscribed on two paths: classic and sharded.
+    let on_cluster = target.cluster().is_some();
+    let paths = if on_cluster { 2 } else { 1 };
+    let (registry, mut dirty) =
+        Registry::with_paths(metrics.clone(), crate::fanout::Fanout::shards_for(config.fanout_threads), paths)
+            .map_err(RunError::Threads)?;
+    let shard_dirty = (paths == 2).then(|| dirty.pop().expect("two paths"));
+    let dirty = dirty.pop().expect("the classic path");
     let heartbeat = crate::heartbeat::Heartbeat::new(config.heartbeat.as_deref(), config.heartbeat_interval);
     let session_ends = crate::session_end::SessionEnds::new(config.key_prefix().session_revocations());
     let store = Store::new(&target)?;
@@ -107,7 +114,8 @@ pub async fn run_with(
         access: config.access_rules()?,
         presence,
         store,
-        history: service::history::History::new(config.history.settings().expect("validated"), prefix.clone()),
+        history: service::history::History::new(config.history.settings().expect("validated"), prefix.clone())
+            .publishing_with(target.publish_command()),
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(config.max_connections)),
         per_ip: PerIpLimit::new(config.max_connections_per_ip),
@@ -121,6 +129,20 @@ pub async fn run_with(
     });
 
     let background = CancellationToken::new();
+    let shard_subscriber = match (target.cluster(), shard_dirty) {
+        (Some(cluster), Some(dirty)) => Some(tokio::spawn(
+            ShardSubscriber {
+                cluster: cluster.clone(),
+                registry: registry.clone(),
+                dirty,
+                heartbeat: heartbeat.clone(),
+                metrics: metrics.clone(),
+                cancel: background.clone(),
+            }
+            .run(),
+        )),
+        _ => None,
+    };
     let (first_connected, redis_reached) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(
         Subscriber {
@@ -152,7 +174,11 @@ pub async fn run_with(
     let presence_cancel = CancellationToken::new();
     let presence_task = tokio::spawn(recorder.run(presence_cancel.clone()));
     // What a hand-off passes to the new process: copies of the listeners, kept for the run.
-    let handoff_listeners = if handoff.give_on_sigusr2 { handoff_copies(&listeners)? } else { Vec::new() };
+    // A hand-off's cut orders a socket's messages against one marker, which needs one order of
+    // messages: one Redis server (or Sentinel's master), not a cluster's shards.
+    let refusal = on_cluster.then_some("on a Redis Cluster (its shards share no message order)");
+    let handoff_listeners =
+        if handoff.give_on_sigusr2 && refusal.is_none() { handoff_copies(&listeners)? } else { Vec::new() };
     let admin_app = app.clone();
     let admin = tokio::spawn(serve(
         listeners.admin,
@@ -170,7 +196,7 @@ pub async fn run_with(
         // closed with 1001) rather than cut off, which nginx would turn into a 502.
         answer_accepted: true,
     };
-    let mut requests = crate::handoff::trigger::requests(handoff.give_on_sigusr2, handoff_listeners);
+    let mut requests = crate::handoff::trigger::requests(handoff.give_on_sigusr2, refusal, handoff_listeners);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = Vec::new();
     let mut handed_over = false;
@@ -238,6 +264,9 @@ pub async fn run_with(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), presence_task).await;
     background.cancel();
     let _ = subscriber.await;
+    if let Some(shard_subscriber) = shard_subscriber {
+        let _ = shard_subscriber.await;
+    }
     let _ = admin.await;
     tracing::info!("wsserver stopped");
     Ok(())

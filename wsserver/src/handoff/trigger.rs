@@ -30,8 +30,10 @@ impl Requests {
 }
 
 /// Starts a new process on each SIGUSR2 (when `enabled`) and yields it once ready; signals
-/// while one hand-off runs are ignored. `listeners` are passed to each new process.
-pub fn requests(enabled: bool, listeners: Vec<(Role, Listener)>) -> Requests {
+/// while one hand-off runs are ignored. `listeners` are passed to each new process. With
+/// `refusal` set, each SIGUSR2 is answered with that reason in the log and nothing else (the
+/// signal is still caught: its default action would end the process).
+pub fn requests(enabled: bool, refusal: Option<&'static str>, listeners: Vec<(Role, Listener)>) -> Requests {
     let (tx, successors) = mpsc::channel(1);
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let idle = |successors, busy| Requests { successors, busy, task: None };
@@ -48,6 +50,12 @@ pub fn requests(enabled: bool, listeners: Vec<(Role, Listener)>) -> Requests {
     let flag = busy.clone();
     let task = tokio::spawn(async move {
         while signals.recv().await.is_some() {
+            if let Some(reason) = refusal {
+                tracing::error!(
+                    "SIGUSR2 ignored: no live hand-off {reason}; restart instead (clients reconnect and recover)"
+                );
+                continue;
+            }
             if flag.swap(true, Ordering::SeqCst) {
                 tracing::warn!("SIGUSR2 ignored: a live hand-off is already running");
                 continue;
