@@ -6,6 +6,7 @@
 //!   CLIENT LIST).
 //! - [`Stack`]: Redis + wsserver + webserver + nginx, configured by [`StackOptions`].
 //! - [`WsClient`]: a websocket client with timeouts that never cancels a frame read.
+//! - [`audiences`]: every API audience published once and checked on its sockets.
 //! - [`http`]: small HTTP client helpers.
 //! - [`wait_until`]: polls a condition (readiness, "NUMSUB becomes 0"), never a blind sleep.
 //! - [`sync_clients`]: makes sure sockets are subscribed before a test publishes.
@@ -27,6 +28,7 @@
 //! - [`cluster`]: a Redis Cluster of three masters and three replicas (`redis-cli --cluster
 //!   create`), its topology, and slot moves.
 
+pub mod audiences;
 pub mod browser;
 pub mod built_binaries;
 pub mod cluster;

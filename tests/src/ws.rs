@@ -353,3 +353,14 @@ async fn read_loop(
         }
     }
 }
+
+/// Every socket's next frame is the text `message`, within `timeout` (a close, another frame or
+/// none fails the test).
+pub async fn all_receive(sockets: &mut [WsClient], message: &str, timeout: Duration) {
+    for (i, socket) in sockets.iter_mut().enumerate() {
+        match socket.recv(timeout).await {
+            Some(Event::Text(text)) => assert_eq!(text, message, "socket {i}"),
+            other => panic!("socket {i} expected {message:?}, got {other:?}"),
+        }
+    }
+}

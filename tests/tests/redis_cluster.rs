@@ -15,7 +15,8 @@ use crier_tests::login::open_with_session;
 use crier_tests::nginx::free_port;
 use crier_tests::recovering::RecoveringClient;
 use crier_tests::server_process::ServerProcess;
-use crier_tests::{http, sync_clients, sync_clients_with, wait_until, Event, Stack, StackOptions, WsClient};
+use crier_tests::ws::all_receive;
+use crier_tests::{http, sync_clients, sync_clients_with, wait_until, Stack, StackOptions, WsClient};
 use protocol::cluster_slot::cluster_slot;
 use protocol::{KeyPrefix, Name, SessionKey, SessionRecord};
 use redis::cluster_async::ClusterConnection;
@@ -127,15 +128,6 @@ async fn publish_to(
     (response.status, answer)
 }
 
-async fn all_receive(sockets: &mut [WsClient], message: &str) {
-    for (i, socket) in sockets.iter_mut().enumerate() {
-        match socket.recv(RECV).await {
-            Some(Event::Text(text)) => assert_eq!(text, message, "socket {i}"),
-            other => panic!("socket {i} expected {message:?}, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_audience_on_every_shard_via_the_api_and_plain_publish() {
     let cluster = RedisCluster::start().await;
@@ -154,13 +146,13 @@ async fn every_audience_on_every_shard_via_the_api_and_plain_publish() {
         let (status, answer) = publish_to(&stack, &facility, &body, &message).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["receivers"], 1, "{audience}: SPUBLISH reached wsserver's shard subscription: {answer}");
-        all_receive(&mut sockets, &message).await;
+        all_receive(&mut sockets, &message, RECV).await;
         assert_eq!(cluster.shardnumsub(master, &channel).await, Some(1), "{channel} subscribed on its master");
         // A ws4redis publisher's plain PUBLISH, sent to a node that does not own the channel.
         let other = (0..3).find(|&i| i != master).unwrap();
         let message = format!("{audience} by plain PUBLISH");
         let _: i64 = cluster.query(other, redis::cmd("PUBLISH").arg(&channel).arg(&message)).await;
-        all_receive(&mut sockets, &message).await;
+        all_receive(&mut sockets, &message, RECV).await;
     }
     let metrics = stack.metrics().await;
     assert!(metrics.contains("crier_ws_redis_pubsub_connections 4"), "one classic + one per master:\n{metrics}");
@@ -200,7 +192,7 @@ async fn a_killed_master_is_replaced_by_its_replica_and_delivery_resumes_with_so
     let body = json!({"broadcast": true});
     let (status, answer) = publish_to(&stack, &facility, &body, "before").await;
     assert_eq!((status, answer["receivers"].clone()), (200, json!(1)), "{answer}");
-    all_receive(&mut sockets, "before").await;
+    all_receive(&mut sockets, "before", RECV).await;
     let readyz = stack.admin_url("/readyz");
 
     let killed = Instant::now();
@@ -226,7 +218,7 @@ async fn a_killed_master_is_replaced_by_its_replica_and_delivery_resumes_with_so
         match status {
             503 => {}
             200 if answer["receivers"] == 1 => {
-                all_receive(&mut sockets, &message).await;
+                all_receive(&mut sockets, &message, RECV).await;
                 break killed.elapsed();
             }
             // On the promoted replica before wsserver subscribed there: published to no one.
@@ -261,7 +253,7 @@ async fn a_killed_master_is_replaced_by_its_replica_and_delivery_resumes_with_so
         let message = format!("after {i}");
         let (status, answer) = publish_to(&stack, &facility, &body, &message).await;
         assert_eq!((status, answer["receivers"].clone()), (200, json!(1)), "{answer}");
-        all_receive(&mut sockets, &message).await;
+        all_receive(&mut sockets, &message, RECV).await;
     }
     // The classic path too (it reconnects to a live node if it was on the dead one).
     sync_clients(&cluster.nodes[alive[0]], &channel, &mut sockets).await;
@@ -288,7 +280,7 @@ async fn a_resharded_slot_keeps_delivering() {
     let body = json!({"broadcast": true});
     let stored = json!({"facility": facility, "broadcast": true, "message": "stored", "expire": 600});
     assert_eq!(stack.publish(&stored).await.status, 200);
-    all_receive(&mut sockets, "stored").await;
+    all_receive(&mut sockets, "stored", RECV).await;
 
     cluster.move_slot(slot, from, to).await;
     wait_until(SETTLE, "every node sees the slot on its new master", || async {
@@ -308,7 +300,7 @@ async fn a_resharded_slot_keeps_delivering() {
         let message = format!("after the move {attempt}");
         let (status, answer) = publish_to(&stack, &facility, &body, &message).await;
         if status == 200 && answer["receivers"] == 1 {
-            all_receive(&mut sockets, &message).await;
+            all_receive(&mut sockets, &message, RECV).await;
             break;
         }
         assert!(status == 200 || status == 503, "{status}: {answer}");
@@ -318,7 +310,7 @@ async fn a_resharded_slot_keeps_delivering() {
     assert_eq!(cluster.shardnumsub(from, &channel).await, Some(0), "not on the old one");
     let replayed = stack.connect(&format!("/ws/{facility}?subscribe-broadcast")).await;
     let mut replayed = vec![replayed];
-    all_receive(&mut replayed, "stored").await;
+    all_receive(&mut replayed, "stored", RECV).await;
     for (i, socket) in sockets.iter_mut().enumerate() {
         assert!(socket.try_recv().is_none(), "socket {i}: nothing else, no close");
     }
@@ -573,6 +565,6 @@ async fn sigusr2_on_a_cluster_is_refused_in_the_log_and_the_process_keeps_servin
     sync_both(&cluster, &conn, &channel, &mut sockets).await;
     let mut conn = conn.clone();
     assert_eq!(spublish(&mut conn, &channel, "after the refusal").await, 1);
-    all_receive(&mut sockets, "after the refusal").await;
+    all_receive(&mut sockets, "after the refusal", RECV).await;
     assert!(sockets[0].try_recv().is_none(), "nothing else, no close");
 }

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crier_tests::sentinel::SentinelSet;
-use crier_tests::{http, sync_clients, wait_until, Event, Stack, StackOptions, WsClient};
+use crier_tests::ws::all_receive;
+use crier_tests::{http, sync_clients, wait_until, Stack, StackOptions, WsClient};
 use serde_json::json;
 
 const RECV: Duration = Duration::from_secs(5);
@@ -21,16 +22,6 @@ async fn publish(stack: &Stack, message: &str) -> (u16, serde_json::Value) {
     let response = stack.publish(&body).await;
     let json = if response.status == 200 { response.json() } else { json!(null) };
     (response.status, json)
-}
-
-/// Every socket's next frame is `message` (a close or an end fails the test).
-async fn all_receive(sockets: &mut [WsClient], message: &str) {
-    for (i, socket) in sockets.iter_mut().enumerate() {
-        match socket.recv(RECV).await {
-            Some(Event::Text(text)) => assert_eq!(text, message, "socket {i}"),
-            other => panic!("socket {i} expected {message:?}, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +40,7 @@ async fn a_sentinel_failover_keeps_sockets_and_never_answers_200_for_a_lost_publ
     let (status, answer) = publish(&stack, "before").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["receivers"], 1, "published on the master wsserver subscribes to");
-    all_receive(&mut sockets, "before").await;
+    all_receive(&mut sockets, "before", RECV).await;
     let readyz = stack.admin_url("/readyz");
     let old_port = set.master.port();
     let new_port = set.replica.port();
@@ -77,7 +68,7 @@ async fn a_sentinel_failover_keeps_sockets_and_never_answers_200_for_a_lost_publ
         match status {
             503 => refused += 1,
             200 if answer["receivers"] == 1 => {
-                all_receive(&mut sockets, &message).await;
+                all_receive(&mut sockets, &message, RECV).await;
                 break killed.elapsed();
             }
             // On the new master before wsserver resubscribed: published, to no one yet.
@@ -104,7 +95,7 @@ async fn a_sentinel_failover_keeps_sockets_and_never_answers_200_for_a_lost_publ
         let (status, answer) = publish(&stack, &message).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["receivers"], 1, "{answer}");
-        all_receive(&mut sockets, &message).await;
+        all_receive(&mut sockets, &message, RECV).await;
     }
     for (i, socket) in sockets.iter_mut().enumerate() {
         assert!(socket.try_recv().is_none(), "socket {i}: nothing else, no close");
@@ -242,7 +233,7 @@ async fn a_forced_failover_moves_both_servers_off_the_demoted_master() {
         }
         assert_eq!(response.status, 200, "{}", response.body);
         assert_eq!(response.json()["receivers"], 1, "published on the master wsserver listens to, not the demoted one");
-        all_receive(&mut sockets, &message).await;
+        all_receive(&mut sockets, &message, RECV).await;
         let stored: Option<String> = fresh(&set.replica, redis::cmd("GET").arg(&channel)).await;
         assert_eq!(stored.as_deref(), Some(message.as_str()), "stored on the new master");
         break;

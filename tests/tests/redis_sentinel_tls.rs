@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crier_tests::audiences::each_audience_reaches_its_sockets;
 use crier_tests::login::{open_with_session, put_session};
 use crier_tests::sentinel::SentinelSet;
 use crier_tests::{sync_clients, wait_until, Redis, Stack, StackOptions, WsClient};
@@ -67,25 +68,7 @@ async fn both_servers_deliver_through_sentinels_over_tls_and_follow_a_failover()
     sync_clients(&set.master, "session:sb:room", &mut sockets[1..2]).await;
     assert_servers_use_tls(&set.master).await;
 
-    let audiences = [
-        (json!({"broadcast": true}), vec![0, 1, 2]),
-        (json!({"users": ["ann"]}), vec![0]),
-        (json!({"groups": ["staff"]}), vec![0]),
-        (json!({"sessions": ["sb"]}), vec![1]),
-    ];
-    for (i, (audience, targets)) in audiences.into_iter().enumerate() {
-        let message = format!("over tls through sentinels {i}");
-        let mut body = audience.clone();
-        body["facility"] = json!("room");
-        body["message"] = json!(message);
-        body["expire"] = json!(60);
-        let response = stack.publish(&body).await;
-        assert_eq!(response.status, 200, "{audience}: {}", response.body);
-        assert_eq!(response.json()["receivers"], 1, "{audience}: one wsserver subscription");
-        for &t in &targets {
-            assert_eq!(sockets[t].expect_text(RECV).await, message, "{audience}: socket {t}");
-        }
-    }
+    each_audience_reaches_its_sockets(&stack, &mut sockets, "over tls through sentinels", RECV).await;
     assert_eq!(set.master.get("broadcast:room").await.as_deref(), Some("over tls through sentinels 0"));
     // A client publish goes through wsserver's command connection to the master.
     sockets[0].send_text("from ann").await.expect("send");

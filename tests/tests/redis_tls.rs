@@ -5,10 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crier_tests::audiences::each_audience_reaches_its_sockets;
 use crier_tests::login::{open_with_session, put_session};
 use crier_tests::server_process::bin_dir;
 use crier_tests::{Redis, RedisOptions, Stack, StackOptions, WsClient};
-use serde_json::json;
 
 const RECV: Duration = Duration::from_secs(5);
 
@@ -43,25 +43,7 @@ async fn every_audience_is_delivered_over_tls() {
     stack.sync("px:session:sb:room", &mut sockets[1..2]).await;
     assert_servers_use_tls(&stack.redis, tls_port).await;
 
-    let audiences = [
-        (json!({"broadcast": true}), vec![0, 1, 2]),
-        (json!({"users": ["ann"]}), vec![0]),
-        (json!({"groups": ["staff"]}), vec![0]),
-        (json!({"sessions": ["sb"]}), vec![1]),
-    ];
-    for (i, (audience, targets)) in audiences.into_iter().enumerate() {
-        let message = format!("tls message {i}");
-        let mut body = audience.clone();
-        body["facility"] = json!("room");
-        body["message"] = json!(message);
-        body["expire"] = json!(60);
-        let response = stack.publish(&body).await;
-        assert_eq!(response.status, 200, "{audience}: {}", response.body);
-        assert_eq!(response.json()["receivers"], 1, "{audience}: one wsserver subscription");
-        for &t in &targets {
-            assert_eq!(sockets[t].expect_text(RECV).await, message, "{audience}: socket {t}");
-        }
-    }
+    each_audience_reaches_its_sockets(&stack, &mut sockets, "tls message", RECV).await;
     assert_eq!(stack.redis.get("px:broadcast:room").await.as_deref(), Some("tls message 0"), "SET .. EX over TLS");
 
     // A client publish goes through wsserver's command connection, over TLS too.
