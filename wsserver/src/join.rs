@@ -39,8 +39,8 @@ pub struct Joined {
     _open: OpenGauge,
     _presence: Option<PresenceGuard>,
     _session: Option<SessionTracking>,
-    _membership: Membership,
-    pub subscribe: Vec<ChannelName>,
+    /// Also the list of channels subscribed to ([`Joined::subscribe`]), kept once.
+    membership: Membership,
     pub publish: Vec<ChannelName>,
     pub echo_filter: Option<Arc<EchoFilter>>,
     pub outbox: Outbox,
@@ -49,6 +49,13 @@ pub struct Joined {
     pub facility: Facility,
     /// Opted-in sockets: the recovery request and the gate holding live messages meanwhile.
     pub recovery: Option<(Recover, Arc<Gate>)>,
+}
+
+impl Joined {
+    /// The channels the socket receives from.
+    pub fn subscribe(&self) -> &[ChannelName] {
+        self.membership.channels()
+    }
 }
 
 /// Joins the registry (live messages start queueing), presence and the session-end list.
@@ -79,7 +86,7 @@ pub fn join(app: &Arc<App>, socket: Socket, cut: Option<crate::outbox::Cut>) -> 
     // Only a logged-in session ends by announcement.
     let session = socket.identity.user.as_ref().and(socket.identity.session.clone());
     let session = session.map(|session| app.session_ends.track(id, session, &outbox));
-    let (membership, waits) = app.registry.join(id, member, subscribe.clone());
+    let (membership, waits) = app.registry.join(id, member, subscribe);
     let presence = socket.identity.user.as_ref().and_then(|user| app.presence.enter(&socket.facility, user));
     let echo_test = app.config.echo_test_facility.as_deref() == Some(socket.facility.as_str());
     app.sockets.add(id, &outbox);
@@ -88,8 +95,7 @@ pub fn join(app: &Arc<App>, socket: Socket, cut: Option<crate::outbox::Cut>) -> 
         _open: open,
         _presence: presence,
         _session: session,
-        _membership: membership,
-        subscribe,
+        membership,
         publish,
         echo_filter,
         outbox,
@@ -114,10 +120,10 @@ pub async fn replay(app: &App, joined: &Joined, waits: Vec<oneshot::Receiver<()>
         return;
     }
     if let Some((recover, gate)) = &joined.recovery {
-        crate::recovery::recover(app, &joined.facility, &joined.subscribe, recover, gate, &joined.outbox).await;
+        crate::recovery::recover(app, &joined.facility, joined.subscribe(), recover, gate, &joined.outbox).await;
         return;
     }
-    match app.store.last_messages(&joined.subscribe).await {
+    match app.store.last_messages(joined.subscribe()).await {
         Ok(values) => {
             let frames: Vec<Bytes> = values.into_iter().flatten().map(|v| frame::text(&v)).collect();
             app.metrics.messages_out.fetch_add(frames.len() as u64, Ordering::Relaxed);

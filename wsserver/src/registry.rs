@@ -60,14 +60,46 @@ struct Inner {
 /// Cloneable handle to the registry.
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<Mutex<Inner>>,
-    /// Channels whose interest changed, one sender per path; the subscribers reconcile them.
-    dirty: Arc<[mpsc::UnboundedSender<ChannelName>]>,
+    table: Table,
     /// Bits of every path: a channel is live when its confirmations reach this.
     all_paths: u8,
     next_id: Arc<AtomicU64>,
     fanout: Arc<Fanout>,
     clock: Clock,
+}
+
+/// The channel table and where its changes go: all a [`Membership`] keeps to leave (16 bytes per
+/// socket, not the whole handle).
+#[derive(Clone)]
+struct Table {
+    inner: Arc<Mutex<Inner>>,
+    /// Channels whose interest changed, one sender per path; the subscribers reconcile them.
+    dirty: Arc<[mpsc::UnboundedSender<ChannelName>]>,
+}
+
+impl Table {
+    fn changed(&self, channel: &ChannelName) {
+        for path in self.dirty.iter() {
+            let _ = path.send(channel.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn leave(&self, id: SocketId, channels: &[ChannelName]) {
+        let mut inner = self.lock();
+        for channel in channels {
+            if let Some(entry) = inner.channels.get_mut(channel) {
+                entry.members.remove(&id);
+                if entry.members.is_empty() {
+                    inner.channels.remove(channel);
+                    self.changed(channel);
+                }
+            }
+        }
+    }
 }
 
 /// Receiving end of the registry's change notifications, owned by the subscriber.
@@ -90,8 +122,7 @@ impl Registry {
         let (dirty, rx): (Vec<_>, Vec<_>) = (0..paths).map(|_| mpsc::unbounded_channel()).unzip();
         let clock = Clock::start();
         let registry = Registry {
-            inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })),
-            dirty: dirty.into(),
+            table: Table { inner: Arc::new(Mutex::new(Inner { channels: HashMap::new() })), dirty: dirty.into() },
             all_paths: ((1u16 << paths) - 1) as u8,
             next_id: Arc::new(AtomicU64::new(1)),
             fanout: Arc::new(Fanout::start(fanout_shards, metrics, clock)?),
@@ -101,13 +132,11 @@ impl Registry {
     }
 
     fn changed(&self, channel: &ChannelName) {
-        for path in self.dirty.iter() {
-            let _ = path.send(channel.clone());
-        }
+        self.table.changed(channel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock()
     }
 
     pub fn next_socket_id(&self) -> SocketId {
@@ -142,20 +171,7 @@ impl Registry {
             }
         }
         drop(inner);
-        (Membership { registry: self.clone(), id, channels }, waits)
-    }
-
-    fn leave(&self, id: SocketId, channels: &[ChannelName]) {
-        let mut inner = self.lock();
-        for channel in channels {
-            if let Some(entry) = inner.channels.get_mut(channel) {
-                entry.members.remove(&id);
-                if entry.members.is_empty() {
-                    inner.channels.remove(channel);
-                    self.changed(channel);
-                }
-            }
-        }
+        (Membership { table: self.table.clone(), id, channels }, waits)
     }
 
     /// Whether any local socket listens on `channel` (the subscriber's reconcile question).
@@ -279,14 +295,21 @@ impl Registry {
 
 /// A socket's membership in its channels; dropping it leaves them.
 pub struct Membership {
-    registry: Registry,
+    table: Table,
     id: SocketId,
     channels: Vec<ChannelName>,
 }
 
+impl Membership {
+    /// The channels joined, in the order given to [`Registry::join`].
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.registry.leave(self.id, &self.channels);
+        self.table.leave(self.id, &self.channels);
     }
 }
 

@@ -211,6 +211,5 @@ async fn resume(app: Arc<App>, sender: Sender, nonce: Arc<str>, passed: Passed) 
     let heard_us = app.registry.now_us().saturating_sub(resumed.heard_ago_ms.saturating_mul(1000));
     let liveness = Arc::new(Liveness { last_heard_us: AtomicU64::new(heard_us) });
     let live = Live { socket: kept, joined, reader: resumed.reader, liveness };
-    Box::pin(crate::connection::run(app, stream, crate::connection::Start::Taken(Box::new(live)), (permit, markers)))
-        .await;
+    crate::connection::spawn(app, stream, live, (permit, markers));
 }
