@@ -69,8 +69,9 @@
 #   BENCH_MAIN_B=FILE     their nginx main context (a variant of bench/crier-nginx.conf.template
 #                         with the same placeholders); BENCH_MAIN_C for -c, ...
 #   BENCH_DEPLOYED_PUBLISH=api  how crier-deployed publishes: api (POST /api/publish through
-#                         nginx, as a browser or an HTTP publisher does) or redis (PUBLISH straight
-#                         into Redis, as ws4redis' Django publishers do)
+#                         nginx, as a browser or an HTTP publisher does), direct (the same POST to
+#                         webserver's unix socket, as a publisher on the server's host can) or
+#                         redis (PUBLISH straight into Redis, as ws4redis' Django publishers do)
 #   BENCH_WRITER=bench/loopback-send/target/release/ws-writer  the writer systems' binary (built
 #                         when missing)
 #   BENCH_QUIET_WAIT=300  before each measurement, wait up to this many seconds for the machine
@@ -141,6 +142,10 @@ fi
 for b in loadgen wsserver webserver; do
     [[ -x $BIN/$b ]] || die "$BIN/$b not found; run without --no-build"
 done
+case ${BENCH_DEPLOYED_PUBLISH:-api} in
+    api | direct | redis) ;;
+    *) die "BENCH_DEPLOYED_PUBLISH must be api, direct or redis, not '$BENCH_DEPLOYED_PUBLISH'" ;;
+esac
 WRITER=${BENCH_WRITER:-$ROOT/bench/loopback-send/target/release/ws-writer}
 if [[ " ${BENCH_SYSTEMS:-} " == *" writer"* && ! -x $WRITER ]]; then
     log "building the minimal writer (bench/loopback-send)"

@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_PUBLISH_URL", default_value = "http://127.0.0.1:8000/api/publish")]
     pub publish_url: String,
 
+    /// Send --publish-url's requests over this unix socket instead of to its host:port (the URL
+    /// still gives the path and Host header): a publisher on the server's host posting to
+    /// webserver's own socket rather than through nginx.
+    #[arg(long, env = "LOADGEN_PUBLISH_UNIX_SOCKET")]
+    pub publish_unix_socket: Option<std::path::PathBuf>,
+
     /// Bearer token for --publish api.
     #[arg(long, env = "CRIER_PUBLISH_TOKEN", default_value = "", hide_env_values = true)]
     pub publish_token: String,

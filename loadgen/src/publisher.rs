@@ -51,12 +51,50 @@ pub struct Publisher {
 
 #[derive(Clone)]
 struct HttpEndpoint {
-    addr: SocketAddr,
+    connect: Connect,
     host: HeaderValue,
     /// Path and query, `{channel}` still in it.
     path: String,
     /// `Bearer <token>` for Crier's API, made once.
     authorization: Option<HeaderValue>,
+}
+
+/// Where an HTTP publisher's connections go.
+#[derive(Clone)]
+enum Connect {
+    Tcp(SocketAddr),
+    /// `--publish-unix-socket`.
+    Unix(std::path::PathBuf),
+}
+
+impl Connect {
+    /// A new keep-alive HTTP/1 connection, its driver spawned on this thread.
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>, (String, String)> {
+        let refused = |e: std::io::Error| ("connect".to_owned(), e.to_string());
+        let handshake_failed = |e: hyper::Error| ("handshake".to_owned(), e.to_string());
+        let sender = match self {
+            Connect::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(refused)?;
+                let _ = stream.set_nodelay(true);
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
+                tokio::task::spawn_local(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            Connect::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(refused)?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
+                tokio::task::spawn_local(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
+        Ok(sender)
+    }
 }
 
 /// The body of one request to Crier's publish API, serialized from borrowed strings (no JSON
@@ -90,8 +128,14 @@ impl Publisher {
                 let url = cfg.publish_url.replace("{channel}", "CHANNEL");
                 let rest = url.strip_prefix("http://").context("--publish-url must be http://")?;
                 let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-                let target = crate::client::Target::parse(&format!("ws://{authority}/")).map_err(anyhow::Error::msg)?;
-                let addr = target.resolve().await.map_err(anyhow::Error::msg)?;
+                let connect = match &cfg.publish_unix_socket {
+                    Some(path) => Connect::Unix(path.clone()),
+                    None => {
+                        let target =
+                            crate::client::Target::parse(&format!("ws://{authority}/")).map_err(anyhow::Error::msg)?;
+                        Connect::Tcp(target.resolve().await.map_err(anyhow::Error::msg)?)
+                    }
+                };
                 let authorization = match cfg.publish {
                     PublishVia::Api => Some(
                         HeaderValue::try_from(format!("Bearer {}", cfg.publish_token))
@@ -100,7 +144,7 @@ impl Publisher {
                     _ => None,
                 };
                 http = Some(HttpEndpoint {
-                    addr,
+                    connect,
                     host: HeaderValue::try_from(authority).context("--publish-url host")?,
                     path: path.replace("CHANNEL", "{channel}"),
                     authorization,
@@ -298,17 +342,7 @@ impl Task {
         };
         let attempt = async {
             if http.as_ref().is_none_or(|s| s.is_closed()) {
-                let stream = tokio::net::TcpStream::connect(endpoint.addr)
-                    .await
-                    .map_err(|e| ("connect".to_owned(), e.to_string()))?;
-                let _ = stream.set_nodelay(true);
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| ("handshake".to_owned(), e.to_string()))?;
-                tokio::task::spawn_local(async move {
-                    let _ = conn.await;
-                });
-                *http = Some(sender);
+                *http = Some(endpoint.connect.open().await?);
             }
             let sender = http.as_mut().expect("just connected");
             sender.ready().await.map_err(|e| ("connection".to_owned(), e.to_string()))?;

@@ -217,6 +217,7 @@ bench_deployed_start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd) # nginx -p takes relative paths from the prefix
     rm -f "$dir/ws.sock" "$dir/web.sock"
+    DEPLOYED_WEB_SOCK=$dir/web.sock
     admin=$(free_port)
     CRIER_TOKEN=bench-token-0123456789abcdef
     (
@@ -353,8 +354,12 @@ bench_loadgen_args() {
             else
                 pids="$pids,webserver=$WEB_PID,redis=$REDIS_PID"
                 publish="--publish api --publish-url http://127.0.0.1:$FRONT_PORT/api/publish --publish-token $CRIER_TOKEN"
-                # Publishers that write to Redis themselves (ws4redis' Django side) skip nginx.
-                [[ ${BENCH_DEPLOYED_PUBLISH:-api} == redis ]] && publish="--publish redis"
+                case ${BENCH_DEPLOYED_PUBLISH:-api} in
+                    # Publishers that write to Redis themselves (ws4redis' Django side) skip nginx.
+                    redis) publish="--publish redis" ;;
+                    # A publisher on the host posting to webserver's own socket skips it too.
+                    direct) publish="$publish --publish-unix-socket $DEPLOYED_WEB_SOCK" ;;
+                esac
             fi
             echo "--ws-url ws://127.0.0.1:$FRONT_PORT/ws/bench?$flag --facility bench --audience $audience $publish" \
                 "--redis-url redis://127.0.0.1:$REDIS_PORT --server-pid $pids"

@@ -25,10 +25,11 @@ const OUTER_TIMEOUT: Duration = Duration::from_secs(DEADLINE_SECS + 40);
 
 /// Environment variables loadgen reads flags from; removed so the caller's environment cannot
 /// change what a test runs.
-const LOADGEN_ENV: [&str; 6] = [
+const LOADGEN_ENV: [&str; 7] = [
     "LOADGEN_WS_URL",
     "LOADGEN_FACILITY",
     "LOADGEN_PUBLISH_URL",
+    "LOADGEN_PUBLISH_UNIX_SOCKET",
     "LOADGEN_REDIS_URL",
     "LOADGEN_SERVER_PID",
     "CRIER_PUBLISH_TOKEN",
@@ -275,6 +276,71 @@ async fn loadgen_runs_fixed_and_search_phases_against_the_stack() {
     assert!(run.stdout.contains(&format!("connections: {CLIENTS}/{CLIENTS} open, 0 failed, 0 ended")), "{context}");
     assert!(run.stdout.contains(&format!("highest rate held without loss: {best:.1} publishes/s")), "{context}");
     assert!(!run.stderr.contains("[loadgen] phase"), "--quiet still printed progress\n{context}");
+}
+
+/// `--publish-unix-socket`: the API's requests go over webserver's unix socket (a publisher on
+/// the server's host), the URL giving only the path and Host header; a socket that is not
+/// there is a publish error of the phase, not a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_publishes_over_webservers_unix_socket() {
+    let stack = Stack::start(StackOptions::default().without_nginx()).await;
+    let dir = TempDir::new("loadgen-unix").expect("temp dir");
+    let service::listen::ListenAddr::Unix(socket) = stack.web_socket() else { panic!("webserver has a unix socket") };
+    let run = |socket: String, json: std::path::PathBuf| {
+        let ws_url = stack.direct_ws_url(&format!("/ws/{FACILITY}?subscribe-broadcast"));
+        let run_args = args(&[
+            "--ws-url",
+            &ws_url,
+            "--facility",
+            FACILITY,
+            "--clients",
+            "5",
+            "--publish",
+            "api",
+            // Nothing listens at this port: only the unix socket can answer.
+            "--publish-url",
+            "http://127.0.0.1:9/api/publish",
+            "--publish-unix-socket",
+            &socket,
+            "--publish-token",
+            stack.publish_token(),
+            "--rate",
+            "10",
+            "--search-steps",
+            "0",
+            "--duration",
+            "1",
+            "--drain",
+            "3",
+            "--deadline",
+            &DEADLINE_SECS.to_string(),
+            "--json",
+            json.to_str().expect("utf-8 temp path"),
+            "--quiet",
+        ]);
+        async move {
+            let run = run_loadgen(&run_args, OUTER_TIMEOUT).await;
+            let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+            let json = std::fs::read_to_string(&json)
+                .unwrap_or_else(|e| panic!("no JSON summary at {}: {e}\n{context}", json.display()));
+            (run.status, serde_json::from_str::<Value>(&json).expect("the JSON summary parses"), context)
+        }
+    };
+
+    let (status, summary, context) = run(socket.display().to_string(), dir.path().join("ok.json")).await;
+    assert!(status.success(), "loadgen exited with {status}\n{context}");
+    let fixed = &summary["phases"][0];
+    assert_eq!(int(fixed, "published"), 10, "{context}");
+    assert_eq!(int(fixed, "publish_errors"), 0, "{context}");
+    assert_eq!(int(fixed, "received"), 10 * 5, "{context}");
+    assert_eq!(int(fixed, "lost"), 0, "{context}");
+
+    let missing = dir.path().join("nothing-here.sock").display().to_string();
+    let (_, summary, context) = run(missing, dir.path().join("missing.json")).await;
+    let fixed = &summary["phases"][0];
+    assert_eq!(int(fixed, "published"), 0, "{context}");
+    assert!(int(fixed, "publish_errors") > 0, "{context}");
+    assert!(summary["phases"][0]["publish_errors_kinds"].to_string().contains("connect"), "{context}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
