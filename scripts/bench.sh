@@ -22,9 +22,10 @@
 #                site (nginx/crier.conf) to wsserver and webserver on unix sockets; nginx's main
 #                context is Nchan's (bench/crier-nginx.conf.template). Its CPU and memory count
 #                nginx's too
-#   crier-deployed-b, crier-deployed-c, ...  the same with the site BENCH_SITE_B (_C, ...) and the
-#                main context BENCH_MAIN_B (_C, ...) instead, each defaulting to the shipped one (a
-#                tuning measured against the shipped configuration in the same run)
+#   crier-deployed-b, crier-deployed-c, ...  the same with the site BENCH_SITE_B (_C, ...), the
+#                main context BENCH_MAIN_B (_C, ...) and wsserver's arguments BENCH_WSSERVER_ARGS_B
+#                (_C, ...) instead, each defaulting to the shipped one (a tuning measured against
+#                the shipped configuration in the same run)
 #   crier        wsserver alone (clients connect to it directly) + webserver (publish API) +
 #                redis-server
 #   crier-history  wsserver alone + webserver with the per-channel history on
@@ -68,6 +69,8 @@
 #                         of nginx/crier.conf with the same three tokens); BENCH_SITE_C for -c, ...
 #   BENCH_MAIN_B=FILE     their nginx main context (a variant of bench/crier-nginx.conf.template
 #                         with the same placeholders); BENCH_MAIN_C for -c, ...
+#   BENCH_WSSERVER_ARGS_B="--fanout-threads 1"  more wsserver arguments for crier-deployed-b (a
+#                         wsserver setting measured against the defaults); _C for -c, ...
 #   BENCH_DEPLOYED_PUBLISH=api  how crier-deployed publishes: api (POST /api/publish through
 #                         nginx, as a browser or an HTTP publisher does), direct (the same POST to
 #                         webserver's unix socket, as a publisher on the server's host can) or
@@ -210,18 +213,22 @@ scenario_args() {
     esac
 }
 
-# variant_files SYSTEM: the site and main context of a variant system (crier-deployed-b:
-# BENCH_SITE_B and BENCH_MAIN_B), empty for the shipped ones; sets VARIANT_SITE, VARIANT_MAIN.
+# variant_files SYSTEM: the site, main context and wsserver arguments of a variant system
+# (crier-deployed-b: BENCH_SITE_B, BENCH_MAIN_B, BENCH_WSSERVER_ARGS_B), empty for the shipped
+# ones; sets VARIANT_SITE, VARIANT_MAIN, VARIANT_WS_ARGS.
 variant_files() {
     local suffix=${1##*-deployed} var
-    VARIANT_SITE='' VARIANT_MAIN=''
+    VARIANT_SITE='' VARIANT_MAIN='' VARIANT_WS_ARGS=''
     [[ -n $suffix ]] || return 0
     suffix=${suffix#-}
     var=BENCH_SITE_${suffix^^}
     VARIANT_SITE=${!var:-}
     var=BENCH_MAIN_${suffix^^}
     VARIANT_MAIN=${!var:-}
-    [[ -n $VARIANT_SITE$VARIANT_MAIN ]] || die "$1 needs BENCH_SITE_${suffix^^} or BENCH_MAIN_${suffix^^}"
+    var=BENCH_WSSERVER_ARGS_${suffix^^}
+    VARIANT_WS_ARGS=${!var:-}
+    [[ -n $VARIANT_SITE$VARIANT_MAIN$VARIANT_WS_ARGS ]] ||
+        die "$1 needs BENCH_SITE_${suffix^^}, BENCH_MAIN_${suffix^^} or BENCH_WSSERVER_ARGS_${suffix^^}"
     [[ -z $VARIANT_SITE || -f $VARIANT_SITE ]] || die "$VARIANT_SITE: no such file"
     [[ -z $VARIANT_MAIN || -f $VARIANT_MAIN ]] || die "$VARIANT_MAIN: no such file"
 }
@@ -230,7 +237,7 @@ start_system() {
     case $1 in
         crier-deployed*)
             variant_files "$1"
-            bench_deployed_start "$SCRATCH" "$BIN" "$VARIANT_SITE" "$VARIANT_MAIN"
+            bench_deployed_start "$SCRATCH" "$BIN" "$VARIANT_SITE" "$VARIANT_MAIN" "$VARIANT_WS_ARGS"
             ;;
         writer) bench_writer_start "$SCRATCH" "$WRITER" ;;
         writer-deployed*)

@@ -15,7 +15,7 @@
 #                                    CLUSTER_NODES is given), waits for /readyz:
 #                                    WS_PORT, WS_ADMIN_PORT, WEB_PORT, WS_PID, WEB_PID, CRIER_TOKEN
 #   bench_crier_stop
-#   bench_deployed_start DIR BIN_DIR [SITE [MAIN]]
+#   bench_deployed_start DIR BIN_DIR [SITE [MAIN [WSSERVER_ARGS]]]
 #                                    Crier as deployed: wsserver and webserver on unix sockets,
 #                                    nginx in front with the site SITE (default nginx/crier.conf)
 #                                    rendered as run-local.sh does and MAIN (default
@@ -211,7 +211,9 @@ _bench_front_start() {
 }
 
 bench_deployed_start() {
-    local dir=$1/deployed bin=$2 root site main=${4:-} admin i
+    local dir=$1/deployed bin=$2 root site main=${4:-} admin i extra=()
+    # More wsserver arguments, split on blanks (a variant's BENCH_WSSERVER_ARGS_<X>).
+    read -r -a extra <<<"${5:-}"
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     site=${3:-$root/nginx/crier.conf}
     mkdir -p "$dir"
@@ -225,7 +227,7 @@ bench_deployed_start() {
         exec env TOKIO_WORKER_THREADS="$BENCH_SERVER_WORKERS" "$bin/wsserver" \
             --listen "unix:$dir/ws.sock" --admin-listen "127.0.0.1:$admin" \
             --redis-url "redis://127.0.0.1:$REDIS_PORT" --max-connections 100000 \
-            ${cluster:+--redis-cluster-nodes "$cluster"}
+            ${cluster:+--redis-cluster-nodes "$cluster"} "${extra[@]}"
     ) >"$dir/wsserver.log" 2>&1 &
     WS_PID=$!
     (
