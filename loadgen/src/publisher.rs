@@ -71,30 +71,29 @@ impl Connect {
     /// A new keep-alive HTTP/1 connection, its driver spawned on this thread.
     async fn open(&self) -> Result<SendRequest<Full<Bytes>>, (String, String)> {
         let refused = |e: std::io::Error| ("connect".to_owned(), e.to_string());
-        let handshake_failed = |e: hyper::Error| ("handshake".to_owned(), e.to_string());
-        let sender = match self {
+        match self {
             Connect::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr).await.map_err(refused)?;
                 let _ = stream.set_nodelay(true);
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
-                tokio::task::spawn_local(async move {
-                    let _ = conn.await;
-                });
-                sender
+                handshake(stream).await
             }
-            Connect::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(refused)?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(handshake_failed)?;
-                tokio::task::spawn_local(async move {
-                    let _ = conn.await;
-                });
-                sender
-            }
-        };
-        Ok(sender)
+            Connect::Unix(path) => handshake(tokio::net::UnixStream::connect(path).await.map_err(refused)?).await,
+        }
     }
+}
+
+/// HTTP/1 over `stream`, the connection's driver spawned on this thread.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, (String, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ("handshake".to_owned(), e.to_string()))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// The body of one request to Crier's publish API, serialized from borrowed strings (no JSON

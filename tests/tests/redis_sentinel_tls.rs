@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use crier_tests::audiences::each_audience_reaches_its_sockets;
-use crier_tests::login::{open_with_session, put_session};
+use crier_tests::audiences::{each_audience_reaches_its_sockets, open_audience_sockets};
 use crier_tests::sentinel::SentinelSet;
-use crier_tests::{sync_clients, wait_until, Redis, Stack, StackOptions, WsClient};
+use crier_tests::{wait_until, Redis, Stack, StackOptions};
 use protocol::KeyPrefix;
 use serde_json::json;
 
@@ -53,19 +52,7 @@ async fn both_servers_deliver_through_sentinels_over_tls_and_follow_a_failover()
 
     let stack = Stack::start(StackOptions::default().redis_flags(set.crier_flags())).await;
     let prefix = KeyPrefix::new("").unwrap();
-    put_session(&set.master, &prefix, "sa1", "ann", &["staff"]).await;
-    put_session(&set.master, &prefix, "sb", "bob", &[]).await;
-    let flags = "subscribe-broadcast&subscribe-user&subscribe-group&subscribe-session&publish-broadcast";
-    let ws = stack.ws_url(&format!("/ws/room?{flags}"));
-    let mut sockets: Vec<WsClient> = Vec::new();
-    for session in [Some("sa1"), Some("sb")] {
-        sockets.push(open_with_session(&ws, session).await);
-    }
-    sockets.push(open_with_session(&stack.ws_url("/ws/room?subscribe-broadcast"), None).await);
-    sync_clients(&set.master, "broadcast:room", &mut sockets).await;
-    sync_clients(&set.master, "user:ann:room", &mut sockets[0..1]).await;
-    sync_clients(&set.master, "group:staff:room", &mut sockets[0..1]).await;
-    sync_clients(&set.master, "session:sb:room", &mut sockets[1..2]).await;
+    let mut sockets = open_audience_sockets(&stack, &set.master, &prefix).await;
     assert_servers_use_tls(&set.master).await;
 
     each_audience_reaches_its_sockets(&stack, &mut sockets, "over tls through sentinels", RECV).await;

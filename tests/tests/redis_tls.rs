@@ -5,10 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crier_tests::audiences::each_audience_reaches_its_sockets;
-use crier_tests::login::{open_with_session, put_session};
+use crier_tests::audiences::{each_audience_reaches_its_sockets, open_audience_sockets};
 use crier_tests::server_process::bin_dir;
-use crier_tests::{Redis, RedisOptions, Stack, StackOptions, WsClient};
+use crier_tests::{Redis, RedisOptions, Stack, StackOptions};
 
 const RECV: Duration = Duration::from_secs(5);
 
@@ -28,19 +27,7 @@ async fn every_audience_is_delivered_over_tls() {
     assert!(url.starts_with("rediss://localhost:"), "{url}");
     let tls_port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     let prefix = stack.prefix().clone();
-    put_session(&stack.redis, &prefix, "sa1", "ann", &["staff"]).await;
-    put_session(&stack.redis, &prefix, "sb", "bob", &[]).await;
-    let flags = "subscribe-broadcast&subscribe-user&subscribe-group&subscribe-session&publish-broadcast";
-    let ws = stack.ws_url(&format!("/ws/room?{flags}"));
-    let mut sockets: Vec<WsClient> = Vec::new();
-    for session in [Some("sa1"), Some("sb")] {
-        sockets.push(open_with_session(&ws, session).await);
-    }
-    sockets.push(open_with_session(&stack.ws_url("/ws/room?subscribe-broadcast"), None).await);
-    stack.sync("px:broadcast:room", &mut sockets).await;
-    stack.sync("px:user:ann:room", &mut sockets[0..1]).await;
-    stack.sync("px:group:staff:room", &mut sockets[0..1]).await;
-    stack.sync("px:session:sb:room", &mut sockets[1..2]).await;
+    let mut sockets = open_audience_sockets(&stack, &stack.redis, &prefix).await;
     assert_servers_use_tls(&stack.redis, tls_port).await;
 
     each_audience_reaches_its_sockets(&stack, &mut sockets, "tls message", RECV).await;
